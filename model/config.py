@@ -1,0 +1,85 @@
+"""Typed, validated configuration for the ML engine (litgpt-style).
+
+Every class rejects unknown keys and wrong types; the error names the key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Base: unknown keys and wrong types are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# name -> (n_layer, n_embd, n_head, n_ctx)
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (2, 64, 4, 128),  # tests: < 1M parameters
+    "small": (6, 384, 6, 256),  # CPU demo: 5-15M parameters
+    "gpt1": (12, 768, 12, 512),  # the paper's model
+}
+
+
+class ModelConfig(Strict):
+    preset: Literal["tiny", "small", "gpt1"] = "small"
+    # gpt2: pre-LN, SDPA attention (default). gpt1: the paper's post-LN OpenAIGPT.
+    arch: Literal["gpt2", "gpt1"] = "gpt2"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # Optional overrides of the preset's shape.
+    n_layer: int | None = Field(None, gt=0)
+    n_embd: int | None = Field(None, gt=0)
+    n_head: int | None = Field(None, gt=0)
+    n_ctx: int | None = Field(None, gt=0)
+
+    def shape(self) -> tuple[int, int, int, int]:
+        """(n_layer, n_embd, n_head, n_ctx) after applying overrides to the preset."""
+        base = PRESETS[self.preset]
+        over = (self.n_layer, self.n_embd, self.n_head, self.n_ctx)
+        shape = tuple(o if o is not None else b for o, b in zip(over, base, strict=True))
+        if shape[1] % shape[2]:
+            raise ValueError(f"model: n_embd {shape[1]} is not divisible by n_head {shape[2]}")
+        return shape  # type: ignore[return-value]
+
+
+class TokenizerConfig(Strict):
+    vocab_size: int = Field(8192, ge=300, le=1_000_000)
+    min_frequency: int = Field(2, ge=1)
+
+
+class PretrainConfig(Strict):
+    steps: int = Field(600, gt=0)
+    batch_size: int = Field(16, gt=0)  # sequences per micro-batch (per process)
+    grad_accum: int = Field(1, gt=0)
+    seq_len: int | None = Field(None, gt=1)  # k, the context window; default: n_ctx
+    lr: float = Field(6e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    beta1: float = Field(0.9, gt=0, lt=1)
+    beta2: float = Field(0.95, gt=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)  # 0 disables clipping
+    eval_every: int = Field(100, gt=0)
+    eval_batches: int = Field(10, gt=0)
+    ckpt_every: int = Field(200, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class FinetuneConfig(Strict):
+    lm_coef: float = Field(0.5, ge=0)  # lambda in L3 = L2 + lambda * L1; 0 is the ablation
+    init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: no-pretraining ablation
+    epochs: int = Field(3, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    warmup_ratio: float = Field(0.002, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    max_len: int | None = Field(None, gt=8)  # default: the model's n_ctx
+    max_train_examples: int | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -1,0 +1,162 @@
+"""Supervised fine-tuning: maximise L3 = L2 + lambda * L1 on a labelled dataset."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
+
+from model import inputs, metrics
+from model.config import FinetuneConfig
+from model.pretrain import resolve_device
+from model.task_model import TaskModel
+from model.tokenizer import special_ids
+
+
+@dataclass
+class Example:
+    seqs: list[list[int]]  # 1 sequence, 2 (similarity) or one per choice
+    label: float | int
+
+
+def label_of(record: dict, task_type: str, labels: Sequence[str] | None) -> float | int:
+    """The training target of a canonical record: class index, choice index or score."""
+    if task_type == "multiple_choice":
+        return int(record["label"])
+    if labels is None:  # regression
+        return float(record["score"] if "score" in record else record["label"])
+    return list(labels).index(str(record["label"]))
+
+
+def encode(
+    records: Sequence[dict],
+    task_type: str,
+    tokenizer: PreTrainedTokenizerFast,
+    max_len: int,
+    labels: Sequence[str] | None = None,
+) -> list[Example]:
+    """Tokenize canonical records and apply the task type's input transformation."""
+    sp = special_ids(tokenizer)
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    out = []
+    for r in records:
+        if task_type == "multiple_choice":
+            fields = {
+                "context": ids(r["context"]),
+                "question": ids(r.get("question") or ""),
+                "choices": [ids(c) for c in r["choices"]],
+            }
+        else:
+            fields = {k: ids(v) for k, v in r.items() if k in inputs.TEXT_FIELDS[task_type]}
+        out.append(
+            Example(
+                inputs.transform(task_type, fields, sp, max_len), label_of(r, task_type, labels)
+            )
+        )
+    return out
+
+
+def batches(
+    examples: Sequence[Example],
+    batch_size: int,
+    task_type: str,
+    pad_id: int,
+    order: Sequence[int] | None = None,
+):
+    order = range(len(examples)) if order is None else order
+    order = list(order)
+    for i in range(0, len(order), batch_size):
+        chunk = [examples[j] for j in order[i : i + batch_size]]
+        batch = inputs.collate([e.seqs for e in chunk], task_type, pad_id)
+        dtype = torch.float if isinstance(chunk[0].label, float) else torch.long
+        batch["labels"] = torch.tensor([e.label for e in chunk], dtype=dtype)
+        yield batch
+
+
+@torch.no_grad()
+def predict(
+    model: TaskModel,
+    examples: Sequence[Example],
+    pad_id: int,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Task logits for every example, in order."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    for b in batches(examples, batch_size, model.task_type, pad_id):
+        logits, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device))
+        out.append(logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def finetune(
+    model: TaskModel,
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    cfg: FinetuneConfig,
+    pad_id: int,
+    seed: int,
+    log: Callable[[dict, int], None] | None = None,
+) -> dict:
+    """Train `model` in place for cfg.epochs; returns the final dev metrics."""
+    device = resolve_device(cfg.device)
+    model.to(device).train()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
+        lr=cfg.lr,
+        fused=device.type == "cuda",
+    )
+    total = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    # The paper's schedule: linear warmup over 0.2% of training, then linear decay to 0.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    step, dev_metrics = 0, {}
+    bar = tqdm(total=total, desc="finetune", unit="step", mininterval=2.0)
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=gen).tolist()
+        for b in batches(train, cfg.batch_size, model.task_type, pad_id, order):
+            b = {k: v.to(device) for k, v in b.items()}
+            with amp:
+                _, loss = model(b["input_ids"], b["attention_mask"], b["labels"], cfg.lm_coef)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if log:
+                log({"train/loss": loss.item(), "train/lr": sched.get_last_lr()[0]}, step)
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+            bar.update(1)
+        logits = predict(model, dev, pad_id, device=device)
+        gold = np.array([e.label for e in dev])
+        dev_metrics = {
+            f"dev/{k}": v for k, v in metrics.compute(logits, gold, model.regression).items()
+        }
+        if log:
+            log(dev_metrics, step)
+    bar.close()
+    return dev_metrics

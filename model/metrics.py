@@ -1,0 +1,39 @@
+"""Evaluation metrics of the paper's benchmarks (GLUE-style), from scikit-learn and SciPy."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, matthews_corrcoef
+
+
+def classification_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1 and Matthews correlation of integer predictions."""
+    return {
+        "accuracy": float(accuracy_score(gold, pred)),
+        "f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
+        "mcc": float(matthews_corrcoef(gold, pred)),
+    }
+
+
+def regression_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman correlation (STS-B style)."""
+    if np.std(pred) == 0 or np.std(gold) == 0:
+        return {"pearson": 0.0, "spearman": 0.0}
+    return {"pearson": float(pearsonr(pred, gold)[0]), "spearman": float(spearmanr(pred, gold)[0])}
+
+
+def compute(logits: np.ndarray, gold: np.ndarray, regression: bool) -> dict[str, float]:
+    if regression:
+        return regression_metrics(logits.reshape(-1), gold.astype(float))
+    return classification_metrics(logits.argmax(-1), gold.astype(int))
+
+
+def confusion(logits: np.ndarray, gold: np.ndarray, n: int) -> np.ndarray:
+    return confusion_matrix(gold, logits.argmax(-1), labels=list(range(n)))
+
+
+def majority_baseline(train_gold: np.ndarray, dev_gold: np.ndarray) -> float:
+    """Accuracy on dev of always predicting the most common training label."""
+    values, counts = np.unique(train_gold, return_counts=True)
+    return float(np.mean(dev_gold == values[counts.argmax()]))

@@ -1,0 +1,170 @@
+"""`genpt`: the one command line for every pipeline step.
+
+Every command reads params.yaml (or --params) and accepts DVC-style overrides:
+`--set pretrain.steps=100 --set model.preset=tiny`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+# Offline by design: nothing downloads or phones home at run time.
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "False",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "true",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
+
+ParamsOpt = Annotated[str, typer.Option("--params", "-p", help="params file to read")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="override a param, e.g. -S pretrain.lr=3e-4 (repeatable)"),
+]
+
+
+def _params(path: str, overrides: list[str] | None):
+    from tasks.params import load_params
+
+    return load_params(path, overrides or [])
+
+
+def _print(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _names(params, names: list[str] | None) -> list[str]:
+    names = names or list(params.datasets)
+    for n in names:
+        params.dataset(n)  # unknown names fail before any work
+    return names
+
+
+@app.command()
+def tokenize(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
+    """Train the BPE tokenizer on the corpus and write token shards."""
+    from tasks import tokenize as stage
+
+    _print(stage.run(_params(params, set_)))
+
+
+@app.command()
+def pretrain(
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="continue from pretrain/ckpt.pt")] = False,
+) -> None:
+    """Pre-train the LM (L1). Data-parallel: torchrun --nproc_per_node N -m tasks.cli pretrain."""
+    from tasks import pretrain as stage
+
+    _print(stage.run(_params(params, set_), resume=resume))
+
+
+@app.command()
+def finetune(
+    names: Annotated[list[str] | None, typer.Argument(help="datasets (default: all)")] = None,
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="pretrained | scratch (the no-pre-training ablation); default from params"
+        ),
+    ] = None,
+    lm_coef: Annotated[
+        float | None,
+        typer.Option(help="lambda in L3 = L2 + lambda*L1 (0: the ablation); default from params"),
+    ] = None,
+) -> None:
+    """Fine-tune on labelled datasets (L3 = L2 + lambda * L1)."""
+    from tasks import finetune as stage
+
+    extra = [
+        *(set_ or []),
+        *([f"finetune.init={init}"] if init else []),
+        *([f"finetune.lm_coef={lm_coef}"] if lm_coef is not None else []),
+    ]
+    p = _params(params, extra)
+    _print({n: stage.run(p, n) for n in _names(p, names)})
+
+
+@app.command()
+def evaluate(
+    names: Annotated[list[str] | None, typer.Argument(help="datasets (default: all)")] = None,
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+) -> None:
+    """Evaluate fine-tuned models on their dev splits."""
+    from tasks import evaluate as stage
+
+    p = _params(params, set_)
+    _print({n: stage.run(p, n) for n in _names(p, names)})
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="text to continue")] = "",
+    model: Annotated[str | None, typer.Option(help="HF model dir (default: pretrain/hf)")] = None,
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
+    greedy: Annotated[bool, typer.Option(help="argmax decoding")] = False,
+    temperature: Annotated[float, typer.Option(min=1e-4)] = 1.0,
+    top_k: Annotated[int | None, typer.Option(min=1, help="sample from the k likeliest")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="nucleus sampling")] = None,
+    cache: Annotated[bool, typer.Option(help="use the KV cache")] = True,
+    seed: int = 0,
+) -> None:
+    """Continue a prompt with the pre-trained LM."""
+    from transformers import AutoModelForCausalLM
+
+    from model.generate import generate as gen
+    from model.tokenizer import load_tokenizer
+
+    src = model or str(_params(params, set_).artifacts("pretrain", "hf"))
+    tok, lm = load_tokenizer(src), AutoModelForCausalLM.from_pretrained(src)
+    typer.echo(gen(lm, tok, prompt, max_new_tokens, temperature, top_k, top_p, greedy, cache, seed))
+
+
+@app.command()
+def pipeline(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
+    """Run every stage in order: tokenize, pretrain, finetune, evaluate."""
+    from tasks import evaluate as ev
+    from tasks import finetune as ft
+    from tasks import pretrain as pt
+    from tasks import tokenize as tk
+
+    p = _params(params, set_)
+    out = {"tokenize": tk.run(p), "pretrain": pt.run(p)}
+    out["finetune"] = {n: ft.run(p, n) for n in p.datasets}
+    out["evaluate"] = {n: ev.run(p, n) for n in p.datasets}
+    _print(out)
+
+
+def main() -> None:
+    from tasks.loaders import DatasetError
+    from tasks.params import ParamsError
+    from tasks.tokenize import CorpusError
+
+    try:
+        app()
+    except (ParamsError, CorpusError, DatasetError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Stage `evaluate`: a fine-tuned model on its dev split -> metrics, confusion matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model import metrics as M
+from model.finetune import encode, predict
+from model.task_model import TaskModel
+from model.tokenizer import load_tokenizer, special_ids
+from tasks.io import live, write_json
+from tasks.loaders import load_split
+from tasks.params import Params
+
+
+def run(params: Params, name: str) -> dict:
+    ds = params.dataset(name)
+    src = params.artifacts("finetune", name)
+    if not (src / "task.json").exists():
+        raise FileNotFoundError(f"{src}: no fine-tuned model (run `genpt finetune {name}`)")
+    rows = load_split(ds, "dev")
+    model, meta = TaskModel.load(src)
+    tok = load_tokenizer(src)
+    examples = encode(rows, ds.task_type, tok, meta["max_len"], ds.labels)
+    logits = predict(model, examples, special_ids(tok)["pad"])
+    gold = np.array([e.label for e in examples])
+    result = {"examples": len(examples), **M.compute(logits, gold, model.regression)}
+    lv = live(params.artifacts("live", "evaluate", name))
+    for k, v in result.items():
+        lv.log_metric(k, v, plot=False)
+    if not model.regression:
+        names = ds.labels or [str(i) for i in range(logits.shape[-1])]
+        lv.log_sklearn_plot(
+            "confusion_matrix",
+            [names[i] for i in gold],
+            [names[i] for i in logits.argmax(-1)],
+            name="confusion_matrix.json",
+        )
+    lv.end()
+    write_json(params.artifacts("eval", name, "metrics.json"), result)
+    return result

@@ -1,0 +1,141 @@
+"""params.yaml: every tunable of the pipeline, loaded into typed, validated config.
+
+Unknown keys and wrong types fail with a message that names the key. Overrides
+use DVC's syntax, `section.key=value` (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from model.config import FinetuneConfig, ModelConfig, PretrainConfig, Strict, TokenizerConfig
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-3 as a float (YAML 1.1 needs 1.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:\d[\d_]*)?(?:\.[\d_]*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.[\d_]*$"
+        r"|^[-+]?\.\d[\d_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the file and key."""
+
+
+class PathsConfig(Strict):
+    corpus: list[str] = ["data/corpus/*.txt"]  # files or globs of UTF-8 text
+    artifacts: str = "artifacts"  # every stage's outputs go under here
+    val_fraction: float = Field(0.05, gt=0, lt=1)  # tail of each document held out
+
+
+class DatasetConfig(Strict):
+    """One labelled dataset for fine-tuning (schema per task type: see data/README.md)."""
+
+    task_type: Literal["classification", "entailment", "similarity", "multiple_choice"]
+    adapter: str = "canonical"  # loader for the files' format (tasks/loaders.py)
+    train: str
+    dev: str
+    labels: list[str] | None = None  # class names in order; None: regression or choices
+    metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] = "accuracy"
+    finetune: dict = {}  # per-dataset overrides of the `finetune` section
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        needs_labels = self.task_type in ("classification", "entailment")
+        if needs_labels and not self.labels:
+            raise ValueError(f"task type {self.task_type} needs `labels`")
+        return self
+
+
+class Params(Strict):
+    seed: int = 1337
+    paths: PathsConfig = PathsConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    datasets: dict[str, DatasetConfig] = {}
+
+    def finetune_for(self, name: str) -> FinetuneConfig:
+        """The finetune section with dataset `name`'s overrides applied."""
+        over = self.dataset(name).finetune
+        try:
+            return FinetuneConfig(**{**self.finetune.model_dump(), **over})
+        except ValidationError as e:
+            raise ParamsError(_describe(e, f"datasets.{name}.finetune")) from None
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ParamsError(f"unknown dataset {name!r}; configured: {sorted(self.datasets)}")
+        return self.datasets[name]
+
+    def artifacts(self, *parts: str) -> Path:
+        return Path(self.paths.artifacts, *parts)
+
+
+def _describe(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        got = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        lines.append(f"{key}: {msg}{got}")
+    return "; ".join(lines)
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Set `a.b.c=value` in a nested dict; value parsed as YAML (so 1e-3, true, [a, b] work)."""
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ParamsError(f"override {override!r}: expected key.path=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"override {override!r}: {p} is not a section")
+    node[leaf] = read_yaml(value)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    raw = {}
+    if path.exists():
+        try:
+            raw = read_yaml(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    elif path.name != DEFAULT_PARAMS or path.parent != Path():
+        raise ParamsError(f"{path}: params file not found")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    for o in overrides or []:
+        apply_override(raw, o)
+    try:
+        params = Params(**raw)
+    except ValidationError as e:
+        raise ParamsError(f"{path}: {_describe(e)}") from None
+    for name in params.datasets:
+        try:
+            params.finetune_for(name)  # validate the per-dataset overrides now
+        except ParamsError as e:
+            raise ParamsError(f"{path}: {e}") from None
+    return params
