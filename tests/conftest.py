@@ -1,0 +1,54 @@
+"""Shared fixtures: offline environment, the shared datasets, tiny params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+               "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TQDM_DISABLE": "1"}.items():
+    os.environ.setdefault(_k, _v)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GENPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (the real datasets); required in CI, skipped elsewhere if absent."""
+    if not (SHARED / "README.md").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED} missing: CI needs the shared datasets")
+        pytest.skip(f"{SHARED} not found")
+    return SHARED
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path) -> list[str]:
+    """Overrides for a fast CPU run of the whole pipeline on the default data."""
+    return [
+        f"paths.artifacts={tmp_path / 'artifacts'}",
+        "model.preset=tiny",
+        "tokenizer.vocab_size=1024",
+        "pretrain.steps=30",
+        "pretrain.batch_size=8",
+        "pretrain.eval_every=15",
+        "pretrain.eval_batches=2",
+        "pretrain.ckpt_every=15",
+        "pretrain.warmup_steps=5",
+        "finetune.epochs=1",
+        "finetune.max_train_examples=64",
+    ]
