@@ -1,0 +1,39 @@
+"""S3-compatible storage (boto3): client factory and s3:// URIs.
+
+Endpoint and credentials come from the environment (or git-ignored config), never
+from committed files: GENPT_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL), AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def endpoint_url(explicit: str | None = None) -> str | None:
+    return explicit or os.environ.get("GENPT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def s3_client(endpoint: str | None = None):
+    """A boto3 S3 client with path-style addressing and standard retries."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url(endpoint),
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=Config(
+            retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}
+        ),
+    )
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/some/key -> ('bucket', 'some/key')."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r}: no bucket")
+    return bucket, key
