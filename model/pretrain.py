@@ -192,9 +192,9 @@ def pretrain(
         total=cfg.steps,
         initial=step,
         desc="pretrain",
-        disable=rank != 0,
         unit="step",
         mininterval=2.0,
+        **({"disable": True} if rank else {}),  # rank 0 only; TQDM_DISABLE=1 silences it
     )
     metrics: dict = {}
     while step < cfg.steps and (stop_after is None or step < stop_after):

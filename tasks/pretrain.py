@@ -45,4 +45,6 @@ def run(params: Params, resume: bool = False, stop_after: int | None = None) -> 
         write_json(out / "metrics.json", metrics)
     if lv:
         lv.end()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return metrics

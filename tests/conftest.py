@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-               "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TQDM_DISABLE": "1"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "False",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TQDM_DISABLE": "1",
+}.items():
     os.environ.setdefault(_k, _v)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +40,36 @@ def shared_data() -> Path:
             pytest.fail(f"{SHARED} missing: CI needs the shared datasets")
         pytest.skip(f"{SHARED} not found")
     return SHARED
+
+
+def tiny(art, *extra) -> list[str]:
+    """Overrides for the tiny preset with every output under `art`."""
+    return [
+        f"paths.artifacts={art}",
+        "model.preset=tiny",
+        "tokenizer.vocab_size=1024",
+        "pretrain.warmup_steps=10",
+        "pretrain.eval_batches=4",
+        *extra,
+    ]
+
+
+def copy_tokens(src: Path, dst: Path) -> None:
+    import shutil
+
+    for d in ("tokenizer", "tokens"):
+        shutil.copytree(src / d, dst / d)
+
+
+@pytest.fixture(scope="session")
+def tokens(tmp_path_factory) -> Path:
+    """The default corpus tokenized once (vocab 1024); an artifacts dir to copy from."""
+    from tasks import tokenize
+    from tasks.params import load_params
+
+    art = tmp_path_factory.mktemp("art")
+    tokenize.run(load_params(ROOT / "params.yaml", tiny(art)))
+    return art
 
 
 @pytest.fixture
