@@ -1,0 +1,63 @@
+"""The genpt command line, end to end on the default data with the tiny preset."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+COMMANDS = ["tokenize", "pretrain", "finetune", "evaluate", "generate", "pipeline"]
+
+
+def genpt(*args, check=True):
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        check=check,
+    )
+
+
+def test_help_lists_and_explains_every_command():
+    out = genpt("--help").stdout
+    for c in COMMANDS:
+        assert c in out
+        sub = genpt(c, "--help").stdout
+        assert "--params" in sub and "--set" in sub
+    assert "--resume" in genpt("pretrain", "--help").stdout
+    assert "scratch" in genpt("finetune", "--help").stdout
+    assert "--top-p" in genpt("generate", "--help").stdout
+
+
+def test_bad_params_fail_fast_with_the_key(tmp_path):
+    r = genpt("tokenize", "-S", "tokenizer.vocab_sise=10", check=False)
+    assert r.returncode == 2
+    assert "tokenizer.vocab_sise: unknown key" in r.stderr
+    r = genpt("finetune", "nope", "-S", f"paths.artifacts={tmp_path}", check=False)
+    assert r.returncode == 2 and "unknown dataset 'nope'" in r.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_then_generate(tiny_overrides, tmp_path):
+    sets = [x for o in tiny_overrides for x in ("-S", o)]
+    out = json.loads(genpt("pipeline", *sets).stdout)
+    assert set(out) == {"tokenize", "pretrain", "finetune", "evaluate"}
+    assert out["evaluate"]["authors"]["examples"] > 0
+    art = tmp_path / "artifacts"
+    for path in (
+        "tokenizer/tokenizer.json",
+        "tokens/manifest.json",
+        "pretrain/hf/config.json",
+        "finetune/authors/head.safetensors",
+        "eval/authors/metrics.json",
+    ):
+        assert (art / path).exists(), path
+    a = genpt("generate", "To be", "--greedy", "--max-new-tokens", "12", *sets).stdout
+    b = genpt("generate", "To be", "--greedy", "--max-new-tokens", "12", "--no-cache", *sets).stdout
+    assert a == b and a.strip()
+    s1 = genpt("generate", "To be", "--top-k", "20", "--top-p", "0.9", "--seed", "3", *sets).stdout
+    s2 = genpt("generate", "To be", "--top-k", "20", "--top-p", "0.9", "--seed", "3", *sets).stdout
+    assert s1 == s2

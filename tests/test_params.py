@@ -1,0 +1,51 @@
+import pytest
+
+from tasks.params import ParamsError, load_params
+from tests.conftest import ROOT
+
+P = ROOT / "params.yaml"
+
+
+def test_repo_params_load():
+    p = load_params(P)
+    assert p.finetune.lm_coef == 0.5 and p.model.preset == "small"
+    assert p.datasets, "the default data needs at least one labelled dataset"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("pretrain.lrr=1", "pretrain.lrr: unknown key"),
+        ("pretrain.lr=fast", "pretrain.lr: Input should be a valid number"),
+        ("pretrain.steps=1.5", "pretrain.steps: Input should be a valid integer"),
+        ("model.preset=huge", "model.preset: Input should be 'tiny', 'small' or 'gpt1'"),
+        ("finetune.lm_coef=-1", "finetune.lm_coef: Input should be greater than or equal to 0"),
+        ("datasets.authors.finetune.lr=x", "datasets.authors.finetune.lr"),
+        ("datasets.authors.labels=null", "needs `labels`"),
+        ("nonsense", "expected key.path=value"),
+    ],
+)
+def test_bad_params_name_the_key(override, message):
+    with pytest.raises(ParamsError, match=None) as e:
+        load_params(P, [override])
+    assert message in str(e.value)
+
+
+def test_overrides_and_yaml_floats(tmp_path):
+    p = load_params(
+        P, ["pretrain.lr=3e-4", "model.preset=tiny", "datasets.authors.finetune.lr=1e-3"]
+    )
+    assert p.pretrain.lr == 3e-4 and p.model.preset == "tiny"
+    assert p.finetune_for("authors").lr == 1e-3 and p.finetune.lr != 1e-3
+    bad = tmp_path / "p.yaml"
+    bad.write_text("pretrain:\n  steps: [1\n")
+    with pytest.raises(ParamsError, match="p.yaml: not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_n_embd_must_divide_heads():
+    p = load_params(P, ["model.n_embd=100", "model.n_head=3"])
+    with pytest.raises(ValueError, match="not divisible"):
+        p.model.shape()
