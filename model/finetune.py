@@ -121,7 +121,7 @@ def finetune(
             {"params": no_decay, "weight_decay": 0},
         ],
         lr=cfg.lr,
-        fused=device.type == "cuda",
+        fused=True,
     )
     total = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     warmup = max(1, int(cfg.warmup_ratio * total))

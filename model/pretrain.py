@@ -68,14 +68,14 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig, fused: bool) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, LayerNorms)."""
+def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """Fused AdamW (CPU and CUDA kernels), weight decay on matrices only."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -154,7 +154,7 @@ def pretrain(
         )
     if cfg.compile:
         model = torch.compile(model)
-    opt = make_optimizer(raw, cfg, fused=device.type == "cuda")
+    opt = make_optimizer(raw, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     torch.manual_seed(seed + rank)  # dropout stream of this process
 
