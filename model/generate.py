@@ -24,11 +24,8 @@ def generate(
     """The continuation of `prompt` (the prompt itself not included)."""
     eot = tok.convert_tokens_to_ids(EOT)
     ids = tok(prompt, add_special_tokens=False)["input_ids"] or [eot]
-    ids = (
-        ids[-(lm.config.n_positions - max_new_tokens) :]
-        if max_new_tokens < lm.config.n_positions
-        else ids[-1:]
-    )
+    room = lm.config.n_positions
+    ids = ids[-max(1, room - max_new_tokens) :]  # keep the prompt's tail if it is too long
     x = torch.tensor([ids], device=lm.device)
     cfg = GenerationConfig(
         max_new_tokens=min(max_new_tokens, lm.config.n_positions - x.shape[1]),
