@@ -20,7 +20,8 @@ def s3_client(endpoint: str | None = None, max_attempts: int = 5):
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    # A fresh session: the default one caches the first credentials it finds.
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url(endpoint),
         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
