@@ -98,10 +98,19 @@ def model_card(params: Params, name: str, version: str, fmt: str, metrics: dict,
         for n, d in params.datasets.items()
     )
     ev = metrics.get("eval", {})
-    ft = {n: {k.removeprefix("dev/"): v for k, v in r.items()} for n, r in metrics.get("finetune", {}).items()}
+    ft = {
+        n: {k.removeprefix("dev/"): v for k, v in r.items()}
+        for n, r in metrics.get("finetune", {}).items()
+    }
+    lm = {k: v for k, v in metrics.get("pretrain", {}).items() if k.startswith("val/")}
     images = "\n\n".join(f"![{t}]({p})" for t, p in plots.items())
-    files = ("`onnx/` (ONNX Runtime)" if fmt == "onnx" else
-             "`pretrain/` (the LM) and `finetune/NAME/` (task models) in Hugging Face format")  # fmt: skip
+    if fmt == "onnx":
+        files = "`onnx/` (ONNX Runtime)"
+    else:
+        files = "`pretrain/` (the LM) and `finetune/NAME/` (task models) in Hugging Face format"
+    pt, ftc = params.pretrain, params.finetune
+    dirty = " (uncommitted changes)" if lineage.get("git_dirty") else ""
+    stages = ", ".join(sorted(lineage.get("dvc_lock", {}))) or "no dvc.lock"
     return f"""# {name} {version}
 
 GPT-1 style model (Radford et al. 2018): a decoder-only transformer pre-trained as a language
@@ -119,14 +128,14 @@ and the lineage below). Download and verify with
 
 ## Parameters
 - model: preset `{m.preset}`, arch `{m.arch}`, dropout {m.dropout}
-- pre-training: {params.pretrain.steps} steps, batch {params.pretrain.batch_size}, lr {params.pretrain.lr}
-- fine-tuning: {params.finetune.epochs} epochs, lr {params.finetune.lr}, lambda {params.finetune.lm_coef}, init `{params.finetune.init}`
+- pre-training: {pt.steps} steps, batch {pt.batch_size}, lr {pt.lr}
+- fine-tuning: {ftc.epochs} epochs, lr {ftc.lr}, lambda {ftc.lm_coef}, init `{ftc.init}`
 - seed {params.seed}; the full set is in `params.yaml`.
 
 ## Metrics
 Pre-training (validation):
 
-{_table({"LM": {k: v for k, v in metrics.get("pretrain", {}).items() if k.startswith("val/") or k == "step"}})}
+{_table({f"LM, step {metrics.get('pretrain', {}).get('step')}": lm})}
 
 Evaluation on the dev splits:
 
@@ -149,6 +158,6 @@ scores above compare to the majority baseline and are not a guarantee on other d
 Not for decisions about people, safety-critical use or factual generation.
 
 ## Lineage
-- git commit `{lineage.get("git_commit")}`{" (uncommitted changes)" if lineage.get("git_dirty") else ""}
-- DVC stages (dvc.lock md5 of deps/outs): {", ".join(sorted(lineage.get("dvc_lock", {}))) or "no dvc.lock"}
+- git commit `{lineage.get("git_commit")}`{dirty}
+- DVC stages (dvc.lock md5 of deps/outs in manifest.json): {stages}
 """

@@ -47,7 +47,8 @@ def lineage(params: Params, lock: str | Path = "dvc.lock") -> dict:
     if Path(lock).exists():
         for name, st in (yaml.safe_load(Path(lock).read_text()) or {}).get("stages", {}).items():
             stages[name] = {
-                kind: {e["path"]: e.get("md5") for e in st.get(kind, [])} for kind in ("deps", "outs")
+                kind: {e["path"]: e.get("md5") for e in st.get(kind, [])}
+                for kind in ("deps", "outs")
             }
     return {
         "git_commit": _git("rev-parse", "HEAD"),

@@ -86,8 +86,10 @@ def _identities(state: Path) -> dict:
             {
                 "name": "genpt",
                 "credentials": [
-                    {"accessKey": "GENPT" + secrets.token_hex(8).upper(),
-                     "secretKey": secrets.token_urlsafe(30)}
+                    {
+                        "accessKey": "GENPT" + secrets.token_hex(8).upper(),
+                        "secretKey": secrets.token_urlsafe(30),
+                    }
                 ],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
             }
@@ -123,7 +125,9 @@ def _wait_s3(stack: Stack, timeout: float, log: Path) -> None:
             return
         except (BotoCoreError, ClientError) as e:
             if time.monotonic() > deadline:
-                raise StackError(f"S3 gateway not ready after {timeout:.0f}s ({e}); see {log}")
+                raise StackError(
+                    f"S3 gateway not ready after {timeout:.0f}s ({e}); see {log}"
+                ) from None
             time.sleep(0.3)
 
 
@@ -254,7 +258,8 @@ def write_client_config(stack: Stack, repo: str | Path = ".", env_file: Path = E
     repo = Path(repo)
     lines = [f"{k}={v}" for k, v in stack.env().items()]
     path = repo / env_file
-    atomic_write_text(path, "# written by `genpt stack up`; git-ignored\n" + "\n".join(lines) + "\n")
+    header = "# written by `genpt stack up`; git-ignored\n"
+    atomic_write_text(path, header + "\n".join(lines) + "\n")
     path.chmod(0o600)
     if (repo / ".dvc").is_dir():
         configure_dvc_remote(repo, stack)

@@ -21,8 +21,12 @@ BIN = Path(sys.executable).parent
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GENPT_S3_"))}
     env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1", **extra)
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")  # fmt: skip
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     return env
 
 
@@ -70,8 +74,14 @@ def test_push_with_wrong_secret_fails(weed, tmp_path):
 TINY = {
     "model": {"preset": "tiny"},
     "tokenizer": {"vocab_size": 1024},
-    "pretrain": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2,
-                 "ckpt_every": 10, "warmup_steps": 5},  # fmt: skip
+    "pretrain": {
+        "steps": 20,
+        "batch_size": 8,
+        "eval_every": 10,
+        "eval_batches": 2,
+        "ckpt_every": 10,
+        "warmup_steps": 5,
+    },
     "finetune": {"epochs": 1, "max_train_examples": 64},
 }
 
@@ -100,8 +110,15 @@ def test_pipeline_repro_is_incremental(tmp_path):
     env = {"PYTHONPATH": str(repo), "TQDM_DISABLE": "1"}
 
     first = sh(repo, "dvc", "repro", **env).stdout
-    assert _ran(first) == {"tokenize", "pretrain", "finetune@authors", "finetune@authors2",
-                           "evaluate@authors", "evaluate@authors2", "publish"}  # fmt: skip
+    assert _ran(first) == {
+        "tokenize",
+        "pretrain",
+        "finetune@authors",
+        "finetune@authors2",
+        "evaluate@authors",
+        "evaluate@authors2",
+        "publish",
+    }
     assert (repo / "artifacts/registry/models/genpt/latest").exists()
 
     second = sh(repo, "dvc", "repro", **env).stdout

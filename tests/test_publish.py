@@ -22,9 +22,14 @@ def artifacts(tmp_path) -> Path:
     files = {
         "tokenizer/tokenizer.json": '{"model": {}}',
         "tokens/manifest.json": json.dumps(
-            {"vocab_size": 1024, "dtype": "uint16", "files": ["data/corpus/a.txt"],
-             "train": [{"file": "train.bin", "tokens": 900}],
-             "val": [{"file": "val.bin", "tokens": 100}]}),  # fmt: skip
+            {
+                "vocab_size": 1024,
+                "dtype": "uint16",
+                "files": ["data/corpus/a.txt"],
+                "train": [{"file": "train.bin", "tokens": 900}],
+                "val": [{"file": "val.bin", "tokens": 100}],
+            }
+        ),
         "pretrain/hf/config.json": '{"model_type": "gpt2"}',
         "pretrain/metrics.json": '{"step": 20, "val/loss": 6.4, "val/perplexity": 600.0}',
         "finetune/authors/task.json": '{"task_type": "classification"}',
@@ -35,7 +40,10 @@ def artifacts(tmp_path) -> Path:
         "live/finetune/authors/plots/metrics/train/loss.tsv": "step\tloss\n1\t4.6\n2\t4.5\n",
         "live/finetune/authors/plots/metrics/dev/accuracy.tsv": "step\taccuracy\n2\t0.3\n",
         "live/evaluate/authors/plots/sklearn/confusion_matrix.json": json.dumps(
-            [{"actual": "austen", "predicted": "austen"}, {"actual": "twain", "predicted": "austen"}]
+            [
+                {"actual": "austen", "predicted": "austen"},
+                {"actual": "twain", "predicted": "austen"},
+            ]
         ),
     }
     for rel, text in files.items():
@@ -50,9 +58,14 @@ def _params(artifacts: Path, *extra: str):
     root = Path(__file__).resolve().parents[1]
     return load_params(
         root / "params.yaml",
-        [f"paths.artifacts={artifacts}", f"publish.local_dir={artifacts.parent / 'registry'}",
-         "publish.retries=2", "publish.backoff_s=0.05", *extra],
-    )  # fmt: skip
+        [
+            f"paths.artifacts={artifacts}",
+            f"publish.local_dir={artifacts.parent / 'registry'}",
+            "publish.retries=2",
+            "publish.backoff_s=0.05",
+            *extra,
+        ],
+    )
 
 
 def test_local_publish_then_fetch_verifies(artifacts, tmp_path, monkeypatch):
@@ -65,11 +78,19 @@ def test_local_publish_then_fetch_verifies(artifacts, tmp_path, monkeypatch):
     assert receipt["uri"] == f"{bundle}/" and receipt["format"] == "hf"
     assert json.loads((bundle.parent / "latest").read_text()) == {"version": "v1"}
     manifest = json.loads((bundle / "manifest.json").read_text())
-    for rel in ("README.md", "params.yaml", "pretrain/model.safetensors", "plots/pretrain_loss.png",
-                "plots/confusion_authors.png", "metrics/eval.json", "tokenizer/tokenizer.json"):
-        assert manifest["files"][rel]["sha256"] == sha256_file(bundle / rel)  # fmt: skip
+    for rel in (
+        "README.md",
+        "params.yaml",
+        "pretrain/model.safetensors",
+        "plots/pretrain_loss.png",
+        "plots/confusion_authors.png",
+        "metrics/eval.json",
+        "tokenizer/tokenizer.json",
+    ):
+        assert manifest["files"][rel]["sha256"] == sha256_file(bundle / rel)
     assert manifest["lineage"]["params"]["model"]["preset"] == p.model.preset
-    assert "![Pre-training loss (L1)](plots/pretrain_loss.png)" in (bundle / "README.md").read_text()
+    card = (bundle / "README.md").read_text()
+    assert "![Pre-training loss (L1)](plots/pretrain_loss.png)" in card
 
     got = publish.fetch(p, tmp_path / "got")
     assert got["version"] == "v1"
