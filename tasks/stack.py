@@ -208,12 +208,27 @@ def up(
     return stack
 
 
-def _ensure_buckets(stack: Stack, buckets) -> None:
+def _ensure_buckets(stack: Stack, buckets, timeout: float = 60.0) -> None:
+    """Create missing buckets, then wait until an object round trip works (volumes up)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     client = _client(stack)
     have = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     for b in buckets:
         if b not in have:
             client.create_bucket(Bucket=b)
+    deadline = time.monotonic() + timeout
+    for b in buckets[:1]:
+        while True:
+            try:
+                client.put_object(Bucket=b, Key=".genpt-probe", Body=b"ok")
+                client.get_object(Bucket=b, Key=".genpt-probe")["Body"].read()
+                client.delete_object(Bucket=b, Key=".genpt-probe")
+                break
+            except (BotoCoreError, ClientError) as e:
+                if time.monotonic() > deadline:
+                    raise StackError(f"bucket {b}: no object round trip ({e})") from None
+                time.sleep(0.3)
 
 
 def down(state_dir: str | Path = STATE_DIR, grace: float = 3.0) -> bool:
