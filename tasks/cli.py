@@ -66,11 +66,19 @@ def pretrain(
     params: ParamsOpt = "params.yaml",
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="continue from pretrain/ckpt.pt")] = False,
+    auto_resume: Annotated[
+        bool, typer.Option(help="resume only a checkpoint of the same params/data/code (dvc)")
+    ] = False,
 ) -> None:
     """Pre-train the LM (L1). Data-parallel: torchrun --nproc_per_node N -m tasks.cli pretrain."""
     from tasks import pretrain as stage
 
-    _print(stage.run(_params(params, set_), resume=resume))
+    p = _params(params, set_)
+    if auto_resume:
+        from tasks.resume import prepare
+
+        resume = prepare(p)
+    _print(stage.run(p, resume=resume))
 
 
 @app.command()
