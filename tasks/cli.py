@@ -66,11 +66,19 @@ def pretrain(
     params: ParamsOpt = "params.yaml",
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="continue from pretrain/ckpt.pt")] = False,
+    auto_resume: Annotated[
+        bool, typer.Option(help="resume only a checkpoint of the same params/data/code (dvc)")
+    ] = False,
 ) -> None:
     """Pre-train the LM (L1). Data-parallel: torchrun --nproc_per_node N -m tasks.cli pretrain."""
     from tasks import pretrain as stage
 
-    _print(stage.run(_params(params, set_), resume=resume))
+    p = _params(params, set_)
+    if auto_resume:
+        from tasks.resume import prepare
+
+        resume = prepare(p)
+    _print(stage.run(p, resume=resume))
 
 
 @app.command()
@@ -154,14 +162,89 @@ def pipeline(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
     _print(out)
 
 
+@app.command()
+def publish(
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    version: Annotated[str | None, typer.Option(help="default: UTC time + git sha")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="auto | s3 | local (default: publish.target)")
+    ] = None,
+) -> None:
+    """Upload the model bundle to s3://BUCKET/models/NAME/VERSION/ (or publish.local_dir)."""
+    from tasks import publish as stage
+
+    _print(stage.run(_params(params, set_), version=version, target=target))
+
+
+@app.command()
+def fetch(
+    dest: Annotated[str, typer.Argument(help="directory to download into")],
+    version: Annotated[str | None, typer.Option(help="default: latest")] = None,
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    target: Annotated[str | None, typer.Option(help="auto | s3 | local")] = None,
+) -> None:
+    """Download a published bundle and verify every file against its manifest."""
+    from tasks import publish as stage
+
+    m = stage.fetch(_params(params, set_), dest, version=version, target=target)
+    _print({"name": m["name"], "version": m["version"], "files": len(m["files"]), "dest": dest})
+
+
+stack_app = typer.Typer(help="A local S3-compatible store (SeaweedFS) for DVC and publish.")
+app.add_typer(stack_app, name="stack")
+StateOpt = Annotated[str, typer.Option(help="weed data, credentials, pid")]
+
+
+@stack_app.command("up")
+def stack_up(
+    state_dir: StateOpt = ".genpt/stack",
+    port: Annotated[int | None, typer.Option(help="S3 port (default: a free one)")] = None,
+) -> None:
+    """Start SeaweedFS on 127.0.0.1, create the buckets, write .genpt/s3.env + .dvc/config.local."""
+    from tasks import stack
+
+    s = stack.up(state_dir, port=port)
+    stack.write_client_config(s)
+    _print({**stack.status(state_dir), "env_file": str(stack.ENV_FILE)})
+
+
+@stack_app.command("down")
+def stack_down(state_dir: StateOpt = ".genpt/stack") -> None:
+    """Stop the store (by pid; SIGKILL after a short grace period). Data stays in STATE_DIR."""
+    from tasks import stack
+
+    _print({"stopped": stack.down(state_dir)})
+
+
+@stack_app.command("status")
+def stack_status(state_dir: StateOpt = ".genpt/stack") -> None:
+    """Is the store running, and where."""
+    from tasks import stack
+
+    _print(stack.status(state_dir))
+
+
 def main() -> None:
     from tasks.loaders import DatasetError
+    from tasks.manifest import IntegrityError
     from tasks.params import ParamsError
+    from tasks.registry import RegistryError
+    from tasks.stack import StackError
     from tasks.tokenize import CorpusError
 
     try:
         app()
-    except (ParamsError, CorpusError, DatasetError, FileNotFoundError) as e:
+    except (
+        ParamsError,
+        CorpusError,
+        DatasetError,
+        FileNotFoundError,
+        RegistryError,
+        StackError,
+        IntegrityError,
+    ) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
 

@@ -65,6 +65,20 @@ class DatasetConfig(Strict):
         return self
 
 
+class PublishConfig(Strict):
+    """`genpt publish`: where model bundles go. Endpoint and credentials come from the
+    environment or git-ignored config (.genpt/s3.env), never from here."""
+
+    name: str = Field("genpt", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # models/NAME/
+    bucket: str = Field("genpt-models", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    target: Literal["auto", "s3", "local"] = "auto"  # auto: s3 if configured, else local_dir
+    local_dir: str = "artifacts/registry"  # the same layout without S3
+    version: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # default: time+sha
+    export_dir: str = "export"  # under paths.artifacts: the ONNX bundle, shipped when present
+    retries: int = Field(5, ge=1)  # attempts per S3 request on transient errors
+    backoff_s: float = Field(0.5, ge=0)  # first retry delay, doubled each time
+
+
 class Params(Strict):
     seed: int = 1337
     paths: PathsConfig = PathsConfig()
@@ -73,6 +87,7 @@ class Params(Strict):
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     datasets: dict[str, DatasetConfig] = {}
+    publish: PublishConfig = PublishConfig()
 
     def finetune_for(self, name: str) -> FinetuneConfig:
         """The finetune section with dataset `name`'s overrides applied."""

@@ -8,23 +8,28 @@ AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def endpoint_url(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("GENPT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-def s3_client(endpoint: str | None = None):
+def s3_client(endpoint: str | None = None, max_attempts: int = 5):
     """A boto3 S3 client with path-style addressing and standard retries."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    # A fresh session: the default one caches the first credentials it finds.
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url(endpoint),
         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         config=Config(
-            retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            connect_timeout=5,
+            read_timeout=60,
         ),
     )
 
@@ -37,3 +42,23 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"{uri!r}: no bucket")
     return bucket, key
+
+
+ENV_FILE = ".genpt/s3.env"  # written by `genpt stack up`; git-ignored
+
+
+def load_env_file(path: str | Path = ENV_FILE) -> bool:
+    """Export the KEY=VALUE lines of `path` unless already set; False if there is no file."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith("#"):
+            os.environ.setdefault(key.strip(), value.strip())
+    return True
+
+
+def s3_configured() -> bool:
+    """True if an endpoint or credentials are set (else publish goes to a local directory)."""
+    return bool(endpoint_url() or os.environ.get("AWS_ACCESS_KEY_ID"))

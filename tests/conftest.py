@@ -88,3 +88,25 @@ def tiny_overrides(tmp_path) -> list[str]:
         "finetune.epochs=1",
         "finetune.max_train_examples=64",
     ]
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory):
+    """A real SeaweedFS S3 server on 127.0.0.1 (tasks/stack.py), always stopped by pid."""
+    from tasks import stack
+
+    state = tmp_path_factory.mktemp("weed")
+    server = stack.up(state)
+    try:
+        yield server
+    finally:
+        stack.down(state)
+
+
+@pytest.fixture
+def s3_env(weed, monkeypatch, tmp_path):
+    """Client environment for `weed`, run from an empty dir (no .genpt/s3.env leaks in)."""
+    monkeypatch.chdir(tmp_path)
+    for k, v in weed.env().items():
+        monkeypatch.setenv(k, v)
+    return weed

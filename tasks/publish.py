@@ -1,0 +1,168 @@
+"""Stage `publish`: a versioned, verifiable model bundle in the registry (S3 or a local dir).
+
+models/NAME/VERSION/ holds the ONNX bundle (from `genpt export`, when present; else the
+Hugging Face checkpoints), the tokenizer, params.yaml, metrics, plots, a model card
+(README.md) and manifest.json (sha256 + bytes of every file, plus lineage: git commit,
+dvc.lock hashes, params). Atomic for readers: every file first, manifest.json next, and
+only then the pointer models/NAME/latest = {"version": VERSION}. A version is immutable.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from tasks.io import write_json
+from tasks.manifest import MANIFEST, file_entries, verify_dir
+from tasks.modelcard import model_card, render_plots
+from tasks.params import Params
+from tasks.registry import RegistryError, open_store, read_json
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def default_version() -> str:
+    """UTC time + short git sha, e.g. 20261127T141500Z-8c3df4d (sortable, unique enough)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    sha = _git("rev-parse", "--short=7", "HEAD")
+    return f"{stamp}-{sha}" if sha else stamp
+
+
+def lineage(params: Params, lock: str | Path = "dvc.lock") -> dict:
+    """git commit, the md5 of every dep/out in dvc.lock (data, tokens, checkpoints), params."""
+    stages = {}
+    if Path(lock).exists():
+        for name, st in (yaml.safe_load(Path(lock).read_text()) or {}).get("stages", {}).items():
+            stages[name] = {
+                kind: {e["path"]: e.get("md5") for e in st.get(kind, [])}
+                for kind in ("deps", "outs")
+            }
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "dvc_lock": stages,
+        "params": params.model_dump(mode="json"),
+    }
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: missing (run the pipeline first: `dvc repro`)")
+    shutil.copytree(src, dst) if src.is_dir() else shutil.copyfile(src, dst)
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_bundle(params: Params, root: Path, name: str, version: str) -> dict:
+    """Lay the bundle out in `root` (a local staging dir); returns its manifest."""
+    art = params.artifacts
+    export = art(params.publish.export_dir)
+    fmt = "onnx" if export.is_dir() and any(export.iterdir()) else "hf"
+    if fmt == "onnx":
+        _copy(export, root / "onnx")
+    else:
+        _copy(art("pretrain", "hf"), root / "pretrain")
+        for n in params.datasets:
+            _copy(art("finetune", n), root / "finetune" / n)
+    _copy(art("tokenizer"), root / "tokenizer")
+
+    tok = _json(art("tokens", "manifest.json"))
+    metrics = {
+        "pretrain": _json(art("pretrain", "metrics.json")),
+        "finetune": {n: _json(art("finetune", n, "metrics.json")) for n in params.datasets},
+        "eval": {n: _json(art("eval", n, "metrics.json")) for n in params.datasets},
+        "tokens": {
+            "files": tok.get("files"),
+            "vocab_size": tok.get("vocab_size"),
+            "train_tokens": sum(s["tokens"] for s in tok.get("train", [])),
+            "val_tokens": sum(s["tokens"] for s in tok.get("val", [])),
+        },
+    }
+    for key, value in metrics.items():
+        write_json(root / "metrics" / f"{key}.json", value)
+    (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    plots = render_plots(params, root / "plots")
+    lin = lineage(params)
+    card = model_card(params, name, version, fmt, metrics, plots, lin)
+    (root / "README.md").write_text(card, encoding="utf-8")
+    return {
+        "name": name,
+        "version": version,
+        "format": fmt,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": file_entries(root),
+        "lineage": lin,
+    }
+
+
+def run(params: Params, version: str | None = None, target: str | None = None) -> dict:
+    cfg = params.publish
+    name, version = cfg.name, version or cfg.version or default_version()
+    store = open_store(target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
+    store.check()  # credentials and bucket, before any work
+    prefix = f"models/{name}/{version}"
+    if store.get_bytes(f"{prefix}/{MANIFEST}") is not None:
+        raise RegistryError(f"{store.uri}/{prefix} already published; versions are immutable")
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="genpt-publish-") as tmp:
+        root = Path(tmp)
+        manifest = build_bundle(params, root, name, version)
+        for rel in manifest["files"]:
+            store.put_file(f"{prefix}/{rel}", root / rel)
+        store.put_bytes(f"{prefix}/{MANIFEST}", _dumps(manifest))  # the version now exists
+        store.put_bytes(f"models/{name}/latest", _dumps({"version": version}))
+    receipt = {
+        "name": name,
+        "version": version,
+        "uri": f"{store.uri}/{prefix}/",
+        "format": manifest["format"],
+        "files": len(manifest["files"]) + 1,
+        "bytes": sum(e["bytes"] for e in manifest["files"].values()),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    write_json(params.artifacts("publish", "receipt.json"), receipt)
+    return receipt
+
+
+def _dumps(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def fetch(params: Params, dest: str | Path, version: str | None = None,
+          target: str | None = None) -> dict:  # fmt: skip
+    """Download NAME/VERSION (default: latest) into dest and verify it against its manifest."""
+    cfg = params.publish
+    store = open_store(target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
+    base = f"models/{cfg.name}"
+    if version is None:
+        latest = read_json(store, f"{base}/latest")
+        if latest is None:
+            raise RegistryError(f"{store.uri}/{base}: nothing published yet (no `latest`)")
+        version = latest["version"]
+    manifest = read_json(store, f"{base}/{version}/{MANIFEST}")
+    if manifest is None:
+        raise RegistryError(f"{store.uri}/{base}/{version}: no such version (no {MANIFEST})")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in manifest["files"]:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(f"{base}/{version}/{rel}", dest / rel)
+    verify_dir(dest, manifest)
+    write_json(dest / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,170 @@
+"""Model registry stores: the same key layout on S3 (boto3) or in a local directory.
+
+Layout: models/NAME/VERSION/<files>, models/NAME/VERSION/manifest.json (written last:
+a version exists once its manifest does) and models/NAME/latest = {"version": VERSION}.
+S3 calls retry transient errors with exponential backoff; bad credentials, a missing
+bucket or an unreachable endpoint end in a RegistryError that names the endpoint and
+bucket, never a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from tasks import storage
+
+# S3 error codes worth retrying; anything else is permanent.
+TRANSIENT = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+             "RequestTimeout", "Throttling", "RequestTimeTooSkewed"}  # fmt: skip
+AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
+        "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}  # fmt: skip
+
+
+class RegistryError(RuntimeError):
+    """The registry refused or could not complete a request; the message says why."""
+
+
+class LocalStore:
+    """Keys are files under `root`; each write is a temp file + rename."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.uri = str(self.root)
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put_file(self, key: str, path: Path) -> None:
+        dst = self.root / key
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dst)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp()
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            self.put_file(key, Path(tmp))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+    def get_file(self, key: str, dst: Path) -> None:
+        shutil.copyfile(self.root / key, dst)
+
+
+class S3Store:
+    """One bucket on an S3-compatible endpoint."""
+
+    def __init__(self, bucket: str, retries: int = 5, backoff_s: float = 0.5, client=None):
+        self.bucket, self.retries, self.backoff_s = bucket, retries, backoff_s
+        self.endpoint = storage.endpoint_url() or "AWS S3"
+        self.uri = f"s3://{bucket}"
+        self.client = client or storage.s3_client(max_attempts=1)  # retries are ours
+
+    def check(self) -> None:
+        """Fail early (before any upload) on bad credentials or a missing bucket."""
+        self._call(lambda: self.client.head_bucket(Bucket=self.bucket), "check bucket")
+
+    def put_file(self, key: str, path: Path) -> None:
+        def put():
+            with open(path, "rb") as f:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=f)
+
+        self._call(put, f"upload {key}")
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json"
+            ),
+            f"upload {key}",
+        )
+
+    def get_bytes(self, key: str) -> bytes | None:
+        def get():
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except self.client.exceptions.NoSuchKey:
+                return None
+
+        return self._call(get, f"read {key}")
+
+    def get_file(self, key: str, dst: Path) -> None:
+        self._call(lambda: self.client.download_file(self.bucket, key, str(dst)), f"read {key}")
+
+    def _call(self, fn, what: str):
+        """Run fn, retrying transient failures with backoff; explain permanent ones."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            HTTPClientError,
+            NoCredentialsError,
+        )
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        where = f"{self.endpoint}, bucket {self.bucket}"
+        last = ""
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                return fn()
+            except NoCredentialsError:
+                raise RegistryError(
+                    f"{what}: no S3 credentials ({where}); set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY or run `genpt stack up`"
+                ) from None
+            except (BotoConnectionError, HTTPClientError) as e:
+                last = type(e).__name__
+            except ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code", ""))
+                status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+                if code in TRANSIENT or status in TRANSIENT:
+                    last = code or status
+                    continue
+                raise _explain(code, status, what, where) from None
+            except BotoCoreError as e:
+                raise RegistryError(f"{what}: {type(e).__name__} ({where})") from None
+        raise RegistryError(
+            f"{what}: S3 unavailable after {self.retries} attempts ({last}; {where})"
+        )
+
+
+def _explain(code: str, status: str, what: str, where: str) -> RegistryError:
+    if code in AUTH or status == "403":
+        return RegistryError(
+            f"{what}: S3 refused the credentials ({code or status}; {where}): check "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (environment or .genpt/s3.env)"
+        )
+    if code in ("NoSuchBucket", "404") or status == "404":
+        return RegistryError(f"{what}: bucket does not exist ({where}); create it first")
+    return RegistryError(f"{what}: S3 error {code or status} ({where})")
+
+
+def open_store(target: str, bucket: str, local_dir: str, retries: int, backoff_s: float):
+    """`target` auto|s3|local -> a store; auto means S3 when an endpoint or key is set."""
+    storage.load_env_file()
+    if target == "s3" or (target == "auto" and storage.s3_configured()):
+        return S3Store(bucket, retries, backoff_s)
+    return LocalStore(local_dir)
+
+
+def read_json(store, key: str) -> dict | None:
+    data = store.get_bytes(key)
+    return None if data is None else json.loads(data)

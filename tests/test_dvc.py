@@ -1,0 +1,141 @@
+"""Real `dvc` with the S3 remote on SeaweedFS, and the dvc.yaml pipeline end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks import stack
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GENPT_S3_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1", **extra)
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
+    return env
+
+
+def sh(cwd: Path, *args: str, ok: bool = True, **env) -> subprocess.CompletedProcess:
+    p = subprocess.run(args, cwd=cwd, env=_env(**env), capture_output=True, text=True)
+    if ok and p.returncode:
+        raise AssertionError(f"{' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def _repo(path: Path, weed, prefix: str) -> Path:
+    path.mkdir()
+    sh(path, "git", "init", "-q")
+    sh(path, "dvc", "init", "-q")
+    sh(path, "dvc", "remote", "add", "-d", "storage", f"s3://genpt-dvc/{prefix}")
+    stack.configure_dvc_remote(path, weed)
+    return path
+
+
+def test_push_pull_round_trip(weed, tmp_path):
+    repo = _repo(tmp_path / "repo", weed, "roundtrip")
+    data = os.urandom(2_000_000)
+    (repo / "shard.bin").write_bytes(data)
+    sh(repo, "dvc", "add", "shard.bin")
+    assert "config.local" not in sh(repo, "git", "status", "--porcelain", "-uall").stdout
+    assert weed.secret_key not in (repo / ".dvc" / "config").read_text()
+    sh(repo, "dvc", "push")  # credentials come from .dvc/config.local only (env cleared)
+
+    shutil.rmtree(repo / ".dvc" / "cache")
+    (repo / "shard.bin").unlink()
+    sh(repo, "dvc", "pull")
+    assert (repo / "shard.bin").read_bytes() == data
+
+
+def test_push_with_wrong_secret_fails(weed, tmp_path):
+    repo = _repo(tmp_path / "repo", weed, "refused")
+    sh(repo, "dvc", "remote", "modify", "--local", "storage", "secret_access_key", "wrong")
+    (repo / "f.txt").write_text("x")
+    sh(repo, "dvc", "add", "f.txt")
+    p = sh(repo, "dvc", "push", ok=False)
+    assert p.returncode != 0
+    assert "wrong" not in p.stderr.lower().replace("something went wrong", "")
+
+
+TINY = {
+    "model": {"preset": "tiny"},
+    "tokenizer": {"vocab_size": 1024},
+    "pretrain": {
+        "steps": 20,
+        "batch_size": 8,
+        "eval_every": 10,
+        "eval_batches": 2,
+        "ckpt_every": 10,
+        "warmup_steps": 5,
+    },
+    "finetune": {"epochs": 1, "max_train_examples": 64},
+}
+
+
+def _ran(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+@pytest.mark.slow
+def test_pipeline_repro_is_incremental(tmp_path):
+    """dvc repro end to end with tiny params; a no-op second run; one dataset's change."""
+    repo = tmp_path / "repo"
+    files = sh(ROOT, "git", "ls-files", "-co", "--exclude-standard").stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    params["datasets"]["authors2"] = dict(params["datasets"]["authors"])  # a second dataset
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "copy")
+    env = {"PYTHONPATH": str(repo), "TQDM_DISABLE": "1"}
+
+    first = sh(repo, "dvc", "repro", **env).stdout
+    assert _ran(first) == {
+        "tokenize",
+        "pretrain",
+        "finetune@authors",
+        "finetune@authors2",
+        "evaluate@authors",
+        "evaluate@authors2",
+        "publish",
+    }
+    assert (repo / "artifacts/registry/models/genpt/latest").exists()
+
+    second = sh(repo, "dvc", "repro", **env).stdout
+    assert _ran(second) == set() and "up to date" in second
+
+    params["datasets"]["authors2"]["finetune"] = {"lr": 1.0e-4}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = sh(repo, "dvc", "repro", **env).stdout
+    assert _ran(third) == {"finetune@authors2", "evaluate@authors2", "publish"}
+
+    metrics = sh(repo, "dvc", "metrics", "show", "--json").stdout
+    assert "artifacts/eval/authors2/metrics.json" in metrics and "accuracy" in metrics
+    sh(repo, "dvc", "plots", "show", "-o", "plots_html")
+    html = (repo / "plots_html" / "index.html").read_text()
+    assert "confusion_matrix" in html and "pretrain loss" in html and "accuracy_tsv" in html
+
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "lr")
+    exp = sh(repo, "dvc", "exp", "run", "-S", "datasets.authors2.finetune.lr=3e-4", **env).stdout
+    assert _ran(exp) == {"finetune@authors2", "evaluate@authors2", "publish"}

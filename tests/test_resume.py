@@ -1,0 +1,32 @@
+"""tasks/resume.py: a persisted checkpoint is resumed only for the same run definition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.params import load_params
+from tasks.resume import FINGERPRINT, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(art: Path, *extra: str):
+    return load_params(ROOT / "params.yaml", [f"paths.artifacts={art}", *extra])
+
+
+def test_resume_only_the_same_run(tmp_path):
+    art = tmp_path / "artifacts"
+    (art / "tokens").mkdir(parents=True)
+    (art / "tokens/manifest.json").write_text('{"train": []}')
+    ckpt = art / "pretrain/ckpt.pt"
+
+    assert prepare(_params(art)) is False  # nothing to resume; records the run
+    assert (art / "pretrain" / FINGERPRINT).exists()
+    ckpt.write_bytes(b"checkpoint")  # what an interrupted run leaves behind
+    assert prepare(_params(art)) is True and ckpt.exists()
+
+    assert prepare(_params(art, "pretrain.lr=3e-4")) is False  # another run: start over
+    assert not ckpt.exists()
+    ckpt.write_bytes(b"checkpoint")
+    (art / "tokens/manifest.json").write_text('{"train": ["other shards"]}')
+    assert prepare(_params(art, "pretrain.lr=3e-4")) is False and not ckpt.exists()
