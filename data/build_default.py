@@ -67,6 +67,7 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 def build_labelled(shared: Path) -> None:
     """snli (entailment), stsb (similarity, score 0-5), arc (multiple choice)."""
     from tasks import loaders
+    from tasks.validate import normalize, record_key
 
     out = HERE / "finetune"
     # SNLI: the shared subset holds the first ~1.3k lines of the official dev and test
@@ -79,7 +80,14 @@ def build_labelled(shared: Path) -> None:
     train = loaders.glue_stsb(str(stsb / "train.tsv"))
     random.Random(1).shuffle(train)
     write_jsonl(train[:2000], out / "stsb" / "train.jsonl")
-    write_jsonl(loaders.glue_stsb(str(stsb / "dev.tsv")), out / "stsb" / "dev.jsonl")
+    # dev pairs that repeat a train pair (normalized) are dropped: no train/dev leakage.
+    seen = {normalize(record_key(r, "similarity")) for r in train[:2000]}
+    dev = [
+        r
+        for r in loaders.glue_stsb(str(stsb / "dev.tsv"))
+        if normalize(record_key(r, "similarity")) not in seen
+    ]
+    write_jsonl(dev, out / "stsb" / "dev.jsonl")
     # ARC: Easy + Challenge, train shuffled (so max_train_examples takes a fair sample).
     arc = shared / "arc"
     for split, name in (("train", "Train"), ("dev", "Dev")):
