@@ -97,6 +97,8 @@ def read(builder: str, path: str, pattern: str = "", **kwargs):
         )
     except Exception as e:  # datasets wraps parse errors in several types
         cause = e.__cause__ or e
+        if "corresponds to no data" in str(cause):
+            raise DatasetError(f"{path}: no data rows (header only?)") from None
         raise DatasetError(f"{path}: cannot be parsed as {builder}: {cause}") from None
 
 
@@ -136,10 +138,33 @@ def _format(path: str) -> tuple[str, dict]:
 # --- adapters ------------------------------------------------------------------------------
 
 
+def bad_json_line(path: str) -> str | None:
+    """'line N: reason' for the first line of a local JSONL file that is not a JSON object."""
+    if path.startswith("s3://") or not Path(path).is_file():
+        return None
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {i}: not valid JSON ({e.msg} at column {e.colno}; truncated?)"
+            if not isinstance(obj, dict):
+                return f"line {i}: not a JSON object"
+    return None
+
+
 def load_canonical(path: str) -> Records:
     """Records of a canonical-schema file (JSONL, CSV/TSV or parquet)."""
     builder, kwargs = _format(path)
-    return Records(read(builder, path, **kwargs).to_list())
+    try:
+        return Records(read(builder, path, **kwargs).to_list())
+    except DatasetError:
+        bad = bad_json_line(path) if builder == "json" else None
+        if bad:
+            raise DatasetError(f"{path}: {bad}") from None
+        raise
 
 
 def _need(row: dict, cols: tuple[str, ...], path: str, i: int) -> None:

@@ -222,7 +222,9 @@ class NgramIndex:
         """Per text, the share of its n-grams found in the corpus (nan: under n words)."""
         h, owner = ngrams(texts, self.n)
         total = np.bincount(owner, minlength=len(texts))
-        hits = np.bincount(owner, weights=np.isin(h, self.table), minlength=len(texts))
+        i = np.searchsorted(self.table, h).clip(max=max(len(self.table) - 1, 0))
+        found = self.table[i] == h if len(self.table) else np.zeros(len(h), bool)
+        hits = np.bincount(owner, weights=found, minlength=len(texts))
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, hits / total, np.nan)
 
@@ -331,8 +333,13 @@ def _balance(values: list) -> dict:
     return {k: round(v / n, 4) for k, v in sorted(c.items())}
 
 
-def validate(params: Params, docs_dir: Path) -> tuple[dict, list[str]]:
-    """Run every suite; the summary and the failure lines (empty: all passed)."""
+def validate(
+    params: Params, docs_dir: Path, only: dict[str, list[str]] | None = None
+) -> tuple[dict, list[str]]:
+    """Run every suite; the summary and the failure lines (empty: all passed).
+
+    only: dataset name -> the splits to check (default: train, dev and test if set).
+    """
     import pandas as pd
 
     v = params.validation
@@ -358,7 +365,7 @@ def validate(params: Params, docs_dir: Path) -> tuple[dict, list[str]]:
 
     for name, cfg in params.datasets.items():
         stats, train_keys = {}, (set(), set())
-        for split in ("train", "dev", "test"):
+        for split in (only or {}).get(name, ("train", "dev", "test")):
             path = getattr(cfg, split)
             if path is None:
                 continue
