@@ -259,23 +259,30 @@ def leak_flags(
 
 
 def _context(docs_dir: Path):
+    """An ephemeral GX context whose only Data Docs site is docs_dir; its pandas source."""
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    ctx.add_data_docs_site(
-        site_name="genpt",
-        site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(docs_dir),
-            },
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
     )
+
+    site = {
+        "class_name": "SiteBuilder",
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(docs_dir),
+        },
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        data_docs_sites={"genpt": site},
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        analytics_enabled=False,
+    )
+    ctx = gx.get_context(project_config=config, mode="ephemeral")
     return ctx, ctx.data_sources.add_pandas("genpt")
 
 
@@ -314,6 +321,7 @@ def describe_failures(result, where_: str, frame, at: dict[str, str] | None = No
         shown = []
         for idx in rows[:SHOW_ROWS]:
             val = frame.at[idx, col] if col in frame.columns else None
+            val = val.item() if isinstance(val, np.generic) else val
             extra = f" at {frame.at[idx, at[col]]}" if at and col in at else ""
             shown.append(f"{idx} ({val!r}{extra})" if col else str(idx))
         if "unexpected_count" in res:
