@@ -351,6 +351,7 @@ def validate(
     import pandas as pd
 
     v = params.validation
+    t0 = time.perf_counter()
     ctx, source = _context(docs_dir)
     failures: list[str] = []
     summary: dict = {"datasets": {}}
@@ -370,6 +371,7 @@ def validate(
     }
     index = NgramIndex(texts, v.leak_ngram) if params.datasets else None
     del texts
+    t1 = time.perf_counter()
 
     for name, cfg in params.datasets.items():
         stats, train_keys = {}, (set(), set())
@@ -405,7 +407,14 @@ def validate(
             failures += describe_failures(res, path, frame)
             stats[split] = st
         summary["datasets"][name] = stats
+    t2 = time.perf_counter()
     ctx.build_data_docs(site_names=["genpt"])
+    t3 = time.perf_counter()
+    summary["timing_s"] = {
+        "corpus": round(t1 - t0, 2),
+        "datasets": round(t2 - t1, 2),
+        "data_docs": round(t3 - t2, 2),
+    }
     return summary, failures
 
 
