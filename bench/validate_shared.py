@@ -119,6 +119,7 @@ def main() -> None:
     print(f"failed expectations: {len(failures)}")
     for f in failures:
         print("  " + f[:300])
+    print(f"time by part (s): {summary['timing_s']}")
     print(
         f"GX import: {t_import:.1f} s; validation (all suites + Data Docs): {t_run:.1f} s; "
         f"total {t_import + t_run:.1f} s; load average {os.getloadavg()[0]:.1f}"

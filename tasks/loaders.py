@@ -18,6 +18,7 @@ import glob
 import json
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.params import DatasetConfig
@@ -80,6 +81,23 @@ def _storage_options(path: str) -> dict:
     return {"client_kwargs": {"endpoint_url": ep}} if ep else {}
 
 
+@contextmanager
+def _s3_allowed(path: str):
+    """HF_HUB_OFFLINE=1 makes `datasets` refuse every remote URL; an s3:// path names the
+    project's own store, so allow fsspec there (the Hub itself stays offline)."""
+    import datasets
+
+    if not path.startswith("s3://"):
+        yield
+        return
+    saved = datasets.config.HF_HUB_OFFLINE, datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_HUB_OFFLINE, datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False, False
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = saved
+
+
 def read(builder: str, path: str, pattern: str = "", **kwargs):
     """A `datasets.Dataset` of `path` read by the packaged builder (json, csv, text, parquet)."""
     import datasets
@@ -88,13 +106,14 @@ def read(builder: str, path: str, pattern: str = "", **kwargs):
     datasets.logging.set_verbosity_error()
     files = _files(path, pattern)
     try:
-        return datasets.load_dataset(
-            builder,
-            data_files=files,
-            split="train",
-            storage_options=_storage_options(path),
-            **kwargs,
-        )
+        with _s3_allowed(path):
+            return datasets.load_dataset(
+                builder,
+                data_files=files,
+                split="train",
+                storage_options=_storage_options(path),
+                **kwargs,
+            )
     except Exception as e:  # datasets wraps parse errors in several types
         cause = e.__cause__ or e
         if "corresponds to no data" in str(cause):
