@@ -48,7 +48,7 @@ def test_default_data_passes(tmp_path):
     assert s["success"] and s["failures"] == []
     assert s["corpus"]["files"] == 5 and s["corpus"]["duplicate_docs"] == 0
     assert s["datasets"]["authors"]["train"]["class_balance"]["austen"] > 0.2
-    assert s["datasets"]["arc"]["dev"]["choice_counts"].keys() >= {"3", "4", "5"}
+    assert s["datasets"]["arc"]["dev"]["choice_counts"] == {"4": 1.0}
     assert s["datasets"]["stsb"]["dev"]["leak_train_normalized"] == 0
     out = tmp_path / "validate"
     assert json.loads((out / "summary.json").read_text())["success"]
@@ -95,6 +95,7 @@ def test_ngram_index_shares():
     assert s[2] != s[2] and s[3] != s[3]  # nan: under n words
 
 
+@pytest.mark.slow
 def test_cli_exit_code_and_message(tmp_path):
     import subprocess
     import sys
