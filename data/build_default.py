@@ -2,9 +2,10 @@
 
     python data/build_default.py [--shared ../shared/data]
 
-Public-domain sources only. Gutenberg texts are cut to the text between the
-"*** START OF" and "*** END OF" markers, so no Project Gutenberg trademark text
-remains. Output is deterministic.
+Pre-training corpus and `authors`: public-domain Gutenberg texts, cut to the text
+between the "*** START OF" and "*** END OF" markers, so no Project Gutenberg
+trademark text remains. `snli`, `stsb`, `arc`: CC BY-SA 4.0 sets converted to the
+canonical schema by the adapters in tasks/loaders.py. Output is deterministic.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import argparse
 import json
 import random
 import re
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))  # tasks.loaders: the same adapters the pipeline uses
 CORPUS_BOOKS = {
     "11-0.txt": "alice",
     "1342-0.txt": "pride_and_prejudice",
@@ -54,6 +57,53 @@ def paragraphs(text: str, lo: int = 200, hi: int = 700) -> list[str]:
     return out
 
 
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    from tasks.loaders import dump_jsonl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dump_jsonl(rows, path)
+
+
+def build_labelled(shared: Path) -> None:
+    """snli (entailment), stsb (similarity, score 0-5), arc (multiple choice)."""
+    from tasks import loaders
+    from tasks.validate import normalize, record_key
+
+    out = HERE / "finetune"
+    # SNLI: the shared subset holds the first ~1.3k lines of the official dev and test
+    # files; official dev -> our train, official test -> our dev ("-" labels dropped).
+    snli = shared / "snli_subset"
+    write_jsonl(loaders.snli(str(snli / "snli_1.0_dev.jsonl")), out / "snli" / "train.jsonl")
+    write_jsonl(loaders.snli(str(snli / "snli_1.0_test.jsonl")), out / "snli" / "dev.jsonl")
+    # STS-B: a random 2,000-row sample of train (the file is sorted by genre), full dev.
+    stsb = shared / "glue" / "STS-B"
+    train = loaders.glue_stsb(str(stsb / "train.tsv"))
+    random.Random(1).shuffle(train)
+    write_jsonl(train[:2000], out / "stsb" / "train.jsonl")
+    # dev pairs that repeat a train pair (normalized) are dropped: no train/dev leakage.
+    seen = {normalize(record_key(r, "similarity")) for r in train[:2000]}
+    dev = [
+        r
+        for r in loaders.glue_stsb(str(stsb / "dev.tsv"))
+        if normalize(record_key(r, "similarity")) not in seen
+    ]
+    write_jsonl(dev, out / "stsb" / "dev.jsonl")
+    # ARC: Easy + Challenge, train shuffled (so max_train_examples takes a fair sample).
+    # Only the ~96% of questions with 4 choices: model/finetune.py's predict() cannot yet
+    # concatenate batches with different choice counts.
+    arc = shared / "arc"
+    for split, name in (("train", "Train"), ("dev", "Dev")):
+        rows = [
+            r
+            for level in ("Easy", "Challenge")
+            for r in loaders.arc(str(arc / f"ARC-{level}" / f"ARC-{level}-{name}.jsonl"))
+            if len(r["choices"]) == 4
+        ]
+        if split == "train":
+            random.Random(2).shuffle(rows)
+        write_jsonl(rows, out / "arc" / f"{split}.jsonl")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(HERE.parent.parent / "shared" / "data"))
@@ -81,6 +131,7 @@ def main() -> None:
     for split, part in (("dev", rows[:n_dev]), ("train", rows[n_dev:])):
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+    build_labelled(shared)
 
 
 if __name__ == "__main__":

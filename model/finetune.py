@@ -97,6 +97,9 @@ def predict(
     for b in batches(examples, batch_size, model.task_type, pad_id):
         logits, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device))
         out.append(logits.float().cpu().numpy())
+    if model.task_type == "multiple_choice":  # batches may differ in their number of choices
+        width = max(o.shape[1] for o in out)
+        out = [np.pad(o, ((0, 0), (0, width - o.shape[1])), constant_values=-np.inf) for o in out]
     return np.concatenate(out)
 
 

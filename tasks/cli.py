@@ -54,6 +54,14 @@ def _names(params, names: list[str] | None) -> list[str]:
 
 
 @app.command()
+def validate(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
+    """Validate the corpus and labelled datasets (Great Expectations); writes validate/."""
+    from tasks import validate as stage
+
+    _print(stage.run(_params(params, set_)))
+
+
+@app.command()
 def tokenize(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
     """Train the BPE tokenizer on the corpus and write token shards."""
     from tasks import tokenize as stage
@@ -149,14 +157,15 @@ def generate(
 
 @app.command()
 def pipeline(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
-    """Run every stage in order: tokenize, pretrain, finetune, evaluate."""
+    """Run every stage in order: validate, tokenize, pretrain, finetune, evaluate."""
     from tasks import evaluate as ev
     from tasks import finetune as ft
     from tasks import pretrain as pt
     from tasks import tokenize as tk
+    from tasks import validate as va
 
     p = _params(params, set_)
-    out = {"tokenize": tk.run(p), "pretrain": pt.run(p)}
+    out = {"validate": va.run(p), "tokenize": tk.run(p), "pretrain": pt.run(p)}
     out["finetune"] = {n: ft.run(p, n) for n in p.datasets}
     out["evaluate"] = {n: ev.run(p, n) for n in p.datasets}
     _print(out)
@@ -233,6 +242,7 @@ def main() -> None:
     from tasks.registry import RegistryError
     from tasks.stack import StackError
     from tasks.tokenize import CorpusError
+    from tasks.validate import DataValidationError
 
     try:
         app()
@@ -244,6 +254,7 @@ def main() -> None:
         RegistryError,
         StackError,
         IntegrityError,
+        DataValidationError,
     ) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -53,6 +53,7 @@ class DatasetConfig(Strict):
     adapter: str = "canonical"  # loader for the files' format (tasks/loaders.py)
     train: str
     dev: str
+    test: str | None = None  # optional labelled held-out split: validated and leak-checked
     labels: list[str] | None = None  # class names in order; None: regression or choices
     metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] = "accuracy"
     finetune: dict = {}  # per-dataset overrides of the `finetune` section
@@ -79,6 +80,24 @@ class PublishConfig(Strict):
     backoff_s: float = Field(0.5, ge=0)  # first retry delay, doubled each time
 
 
+class ValidateConfig(Strict):
+    """Thresholds of `genpt validate` (Great Expectations suites, tasks/validate.py)."""
+
+    min_doc_chars: int = Field(1, ge=1)  # a corpus file (document) with less text fails
+    max_doc_chars: int = Field(50_000_000, gt=0)
+    max_line_chars: int = Field(1_000_000, gt=0)  # longest corpus line
+    max_control_rate: float = Field(1e-4, ge=0, le=1)  # control chars (not \t \n \r) per char
+    max_duplicate_docs: float = Field(0.0, ge=0, le=1)  # share of files repeating another
+    min_text_chars: int = Field(1, ge=0)  # per text field of a labelled row
+    max_text_chars: int = Field(20_000, gt=0)
+    min_choices: int = Field(2, ge=2)  # multiple choice: choices per row
+    max_choices: int = Field(5, ge=2)
+    max_train_dev_overlap: float = Field(0.0, ge=0, le=1)  # share of dev rows also in train
+    max_corpus_overlap: float = Field(0.0, ge=0, le=1)  # share of dev rows found in the corpus
+    leak_ngram: int = Field(8, ge=3)  # words per n-gram for corpus leakage
+    leak_ngram_share: float = Field(0.8, gt=0, le=1)  # n-grams found in corpus -> leaked
+
+
 class Params(Strict):
     seed: int = 1337
     paths: PathsConfig = PathsConfig()
@@ -86,6 +105,8 @@ class Params(Strict):
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    # `validate:` in params.yaml (the attribute name would shadow BaseModel.validate)
+    validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
     datasets: dict[str, DatasetConfig] = {}
     publish: PublishConfig = PublishConfig()
 
