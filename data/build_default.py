@@ -88,16 +88,14 @@ def build_labelled(shared: Path) -> None:
         if normalize(record_key(r, "similarity")) not in seen
     ]
     write_jsonl(dev, out / "stsb" / "dev.jsonl")
-    # ARC: Easy + Challenge, train shuffled (so max_train_examples takes a fair sample).
-    # Only the ~96% of questions with 4 choices: model/finetune.py's predict() cannot yet
-    # concatenate batches with different choice counts.
+    # ARC: Easy + Challenge (3 to 5 choices), train shuffled (so max_train_examples takes a
+    # fair sample).
     arc = shared / "arc"
     for split, name in (("train", "Train"), ("dev", "Dev")):
         rows = [
             r
             for level in ("Easy", "Challenge")
             for r in loaders.arc(str(arc / f"ARC-{level}" / f"ARC-{level}-{name}.jsonl"))
-            if len(r["choices"]) == 4
         ]
         if split == "train":
             random.Random(2).shuffle(rows)

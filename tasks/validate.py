@@ -272,7 +272,7 @@ def _context(docs_dir: Path):
         "class_name": "SiteBuilder",
         "store_backend": {
             "class_name": "TupleFilesystemStoreBackend",
-            "base_directory": str(docs_dir),
+            "base_directory": str(Path(docs_dir).resolve()),  # GX wants it absolute
         },
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }

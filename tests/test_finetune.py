@@ -75,3 +75,20 @@ def test_metrics_against_known_values():
     assert abs(m["f1"] - 0.8) < 1e-9
     r = metrics.regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.5, 3.9]))
     assert r["spearman"] == 1.0 and 0.95 < r["pearson"] < 1.0
+
+
+def test_predict_pads_batches_with_different_choice_counts():
+    from model.config import ModelConfig
+    from model.finetune import Example
+    from model.gpt import build_lm
+
+    sp = {"start": 1, "delim": 2, "extract": 3, "pad": 4, "eot": 0}
+    torch.manual_seed(0)
+    model = TaskModel(
+        build_lm(ModelConfig(preset="tiny", dropout=0.0), 32, sp), "multiple_choice", 1
+    )
+    three = Example([[1, 5, 2, 6, 3], [1, 5, 2, 7, 3], [1, 5, 2, 8, 3]], 0)
+    five = Example([[1, 5, 2, 6 + i, 3] for i in range(5)], 4)
+    logits = predict(model, [three, five], pad_id=4, batch_size=1)
+    assert logits.shape == (2, 5)
+    assert np.isneginf(logits[0, 3:]).all() and np.isfinite(logits[1]).all()
