@@ -111,7 +111,7 @@ def export_task_model(model: TaskModel, path: str | Path, opset: int = 18) -> No
     mask = torch.ones_like(ids)
     mask[..., -3:] = 0  # right padding in the trace
     program = torch.onnx.export(
-        TaskLogits(model),
+        TaskLogits(model).eval(),
         (ids, mask),
         dynamo=True,
         opset_version=opset,
@@ -136,9 +136,9 @@ def export_lm(lm: nn.Module, path: str | Path, opset: int = 18) -> dict:
     shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: total}}
     if geo["n_layer"]:
         shapes["past"] = tuple({0: batch, 2: Dim("past", min=0)} for _ in names)
-        module = LMWithPast(lm)
+        module = LMWithPast(lm).eval()
     else:
-        module = LMNoCache(lm)
+        module = LMNoCache(lm).eval()
     program = torch.onnx.export(
         module,
         (ids, mask, *past),

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-               "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TQDM_DISABLE": "1"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "False",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TQDM_DISABLE": "1",
+}.items():
     os.environ.setdefault(_k, _v)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +58,35 @@ def tiny_overrides(tmp_path) -> list[str]:
         "finetune.epochs=1",
         "finetune.max_train_examples=64",
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """A tiny pipeline run (tokenize, pretrain, fine-tune `authors`) and its ONNX export.
+
+    Returns the Params; artifacts under params.artifacts() (export/ is the bundle).
+    """
+    from tasks import export, finetune, pretrain, tokenize
+    from tasks.params import load_params
+
+    root = tmp_path_factory.mktemp("tiny")
+    overrides = [
+        f"paths.artifacts={root / 'artifacts'}",
+        "model.preset=tiny",
+        "model.dropout=0.0",
+        "tokenizer.vocab_size=1024",
+        "pretrain.steps=60",
+        "pretrain.batch_size=8",
+        "pretrain.eval_every=60",
+        "pretrain.eval_batches=2",
+        "pretrain.ckpt_every=60",
+        "pretrain.warmup_steps=5",
+        "finetune.epochs=1",
+        "finetune.max_train_examples=256",
+    ]
+    params = load_params(ROOT / "params.yaml", overrides)
+    tokenize.run(params)
+    pretrain.run(params)
+    finetune.run(params, "authors")
+    export.run(params, triton=root / "triton")
+    return params
