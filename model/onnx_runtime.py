@@ -99,7 +99,13 @@ def transform_record(record: dict, task_type: str, tok, max_len: int, row: int =
 class OnnxTaskModel:
     """A fine-tuned task model under ONNX Runtime: records -> logits / predictions."""
 
-    def __init__(self, model_dir: str | Path, variant: str = "fp32", device: str = "auto"):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        variant: str = "fp32",
+        device: str = "auto",
+        threads: int | None = None,
+    ):
         self.dir = Path(model_dir)
         self.meta = json.loads((self.dir / "task.json").read_text())
         self.task_type = self.meta["task_type"]
@@ -107,7 +113,7 @@ class OnnxTaskModel:
         self.regression = self.meta["num_labels"] == 1 and self.task_type != "multiple_choice"
         self.tok = load_tokenizer(self.dir)
         self.pad = special_ids(self.tok)["pad"]
-        self.session = session(model_file(self.dir, variant), device)
+        self.session = session(model_file(self.dir, variant), device, threads)
 
     @property
     def providers(self) -> list[str]:
@@ -149,12 +155,18 @@ class OnnxTaskModel:
 class OnnxLM:
     """The exported LM: greedy or sampled generation with the exported KV cache."""
 
-    def __init__(self, model_dir: str | Path, variant: str = "fp32", device: str = "auto"):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        variant: str = "fp32",
+        device: str = "auto",
+        threads: int | None = None,
+    ):
         self.dir = Path(model_dir)
         self.geo = json.loads((self.dir / "export.json").read_text())["lm"]
         self.tok = load_tokenizer(self.dir)
         self.eot = self.tok.convert_tokens_to_ids(EOT)
-        self.session = session(model_file(self.dir, variant), device)
+        self.session = session(model_file(self.dir, variant), device, threads)
         self.past_names = [i.name for i in self.session.get_inputs()][2:]
 
     def step(self, ids: np.ndarray, seq_len: int, past: list[np.ndarray]):
