@@ -72,6 +72,7 @@ def tiny_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     overrides = [
         f"paths.artifacts={root / 'artifacts'}",
+        "paths.corpus=[data/corpus/alice.txt, data/corpus/frankenstein.txt]",
         "model.preset=tiny",
         "model.dropout=0.0",
         "tokenizer.vocab_size=1024",

@@ -109,6 +109,17 @@ def test_fp16_variant_runs(tiny_export):
 
 
 @pytest.mark.slow
+@pytest.mark.gpu
+def test_fp16_on_cuda(tiny_export):
+    out = tiny_export.artifacts("export", "authors")
+    fp32, fp16 = OnnxTaskModel(out, "fp32", "cpu"), OnnxTaskModel(out, "fp16", "cuda")
+    assert fp16.providers[0] == "CUDAExecutionProvider"
+    recs = [{"text": "It was a dark and stormy night; the rain fell in torrents."}] * 4
+    a, b = fp32.logits(list(fp32.encode(recs))), fp16.logits(list(fp16.encode(recs)))
+    assert np.abs(a - b).max() < 1e-2 and (a.argmax(-1) == b.argmax(-1)).all()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_greedy_generation_matches_pytorch(tiny_export, variant):
     from transformers import AutoModelForCausalLM
