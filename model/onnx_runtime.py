@@ -79,11 +79,9 @@ def model_file(model_dir: str | Path, variant: str) -> Path:
 
 def transform_record(record: dict, task_type: str, tok, max_len: int, row: int = 0) -> list:
     """The task type's input transformation of one canonical record (labels not needed)."""
-    need = (
-        *inputs.TEXT_FIELDS[task_type],
-        *(("choices",) if task_type == "multiple_choice" else ()),
-    )
-    missing = [k for k in need if k != "question" and not record.get(k)]
+    # Multiple choice needs its choices (context or question may be empty, e.g. ARC).
+    need = ("choices",) if task_type == "multiple_choice" else inputs.TEXT_FIELDS[task_type]
+    missing = [k for k in need if not record.get(k)]
     if missing:
         raise ValueError(f"row {row}: missing field(s) {missing} for task type {task_type}")
 
