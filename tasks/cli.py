@@ -134,6 +134,14 @@ def evaluate(
 def generate(
     prompt: Annotated[str, typer.Argument(help="text to continue")] = "",
     model: Annotated[str | None, typer.Option(help="HF model dir (default: pretrain/hf)")] = None,
+    bundle: Annotated[
+        str | None,
+        typer.Option(
+            help="run the exported LM (ONNX Runtime) from a bundle: dir or s3://.../NAME/VERSION|latest"
+        ),
+    ] = None,
+    variant: Annotated[str, typer.Option(help="bundle model: fp32 | int8 | fp16")] = "fp32",
+    device: Annotated[str, typer.Option(help="bundle model: auto | cpu | cuda")] = "auto",
     params: ParamsOpt = "params.yaml",
     set_: SetOpt = None,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
@@ -144,7 +152,15 @@ def generate(
     cache: Annotated[bool, typer.Option(help="use the KV cache")] = True,
     seed: int = 0,
 ) -> None:
-    """Continue a prompt with the pre-trained LM."""
+    """Continue a prompt with the pre-trained LM (PyTorch, or an exported bundle)."""
+    if bundle:
+        from tasks import serve
+
+        kw = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        typer.echo(
+            serve.generate(bundle, prompt, variant, device, max_new_tokens=max_new_tokens, **kw)
+        )
+        return
     from transformers import AutoModelForCausalLM
 
     from model.generate import generate as gen
@@ -153,6 +169,44 @@ def generate(
     src = model or str(_params(params, set_).artifacts("pretrain", "hf"))
     tok, lm = load_tokenizer(src), AutoModelForCausalLM.from_pretrained(src)
     typer.echo(gen(lm, tok, prompt, max_new_tokens, temperature, top_k, top_p, greedy, cache, seed))
+
+
+@app.command()
+def export(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="fine-tuned datasets (default: export.datasets)")
+    ] = None,
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    triton: Annotated[
+        str | None, typer.Option(help="also write a Triton model repository to this dir")
+    ] = None,
+) -> None:
+    """Export the LM and fine-tuned models to ONNX (fp32, fp16, int8) under artifacts/export."""
+    from tasks import export as stage
+
+    extra = [*(set_ or []), *([f"export.datasets={json.dumps(names)}"] if names else [])]
+    _print(stage.run(_params(params, extra), triton=triton))
+
+
+@app.command()
+def predict(
+    input: Annotated[str, typer.Argument(help="JSONL of canonical records (no labels needed)")],
+    bundle: Annotated[
+        str, typer.Option(help="bundle: dir or s3://BUCKET/models/NAME/VERSION|latest")
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="JSONL out")] = "predictions.jsonl",
+    model: Annotated[
+        str | None, typer.Option(help="model in the bundle (default: its only one)")
+    ] = None,
+    variant: Annotated[str, typer.Option(help="fp32 | int8 | fp16")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Batch predictions with ONNX Runtime: JSONL in, JSONL out (each row + prediction)."""
+    from tasks import serve
+
+    _print(serve.predict(bundle, input, output, model, variant, device, batch_size))
 
 
 @app.command()
@@ -236,10 +290,12 @@ def stack_status(state_dir: StateOpt = ".genpt/stack") -> None:
 
 
 def main() -> None:
+    from tasks.export import ExportError
     from tasks.loaders import DatasetError
     from tasks.manifest import IntegrityError
     from tasks.params import ParamsError
     from tasks.registry import RegistryError
+    from tasks.serve import BundleError
     from tasks.stack import StackError
     from tasks.tokenize import CorpusError
     from tasks.validate import DataValidationError
@@ -255,6 +311,8 @@ def main() -> None:
         StackError,
         IntegrityError,
         DataValidationError,
+        BundleError,
+        ExportError,
     ) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

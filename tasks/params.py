@@ -98,6 +98,23 @@ class ValidateConfig(Strict):
     leak_ngram_share: float = Field(0.8, gt=0, le=1)  # n-grams found in corpus -> leaked
 
 
+class ExportConfig(Strict):
+    """`genpt export`: ONNX models of the LM and the fine-tuned task models."""
+
+    datasets: list[str] | None = None  # fine-tuned models to export; None: every one found
+    lm: bool = True  # the pre-trained LM with a KV cache, for generation
+    opset: int = Field(18, ge=17)
+    optimize: bool = True  # ONNX Runtime transformer fusions (model_type gpt2)
+    fp16: bool = True  # model.fp16.onnx for the CUDA provider
+    int8: bool = True  # model.int8.onnx, dynamically quantized, for CPU
+    int8_op_types: list[str] = ["MatMul"]
+    int8_per_channel: bool = True
+    int8_reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI if accuracy drops
+    int8_exclude_head: bool = True  # keep the task head / LM head fp32
+    parity_atol: float = Field(1e-4, gt=0)  # fp32 vs PyTorch max-abs on a real batch
+    triton_max_batch_size: int = Field(32, gt=0)
+
+
 class Params(Strict):
     seed: int = 1337
     paths: PathsConfig = PathsConfig()
@@ -109,6 +126,7 @@ class Params(Strict):
     validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
     datasets: dict[str, DatasetConfig] = {}
     publish: PublishConfig = PublishConfig()
+    export: ExportConfig = ExportConfig()
 
     def finetune_for(self, name: str) -> FinetuneConfig:
         """The finetune section with dataset `name`'s overrides applied."""

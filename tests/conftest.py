@@ -110,3 +110,36 @@ def s3_env(weed, monkeypatch, tmp_path):
     for k, v in weed.env().items():
         monkeypatch.setenv(k, v)
     return weed
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """A tiny pipeline run (tokenize, pretrain, fine-tune `authors`) and its ONNX export.
+
+    Returns the Params; artifacts under params.artifacts() (export/ is the bundle).
+    """
+    from tasks import export, finetune, pretrain, tokenize
+    from tasks.params import load_params
+
+    root = tmp_path_factory.mktemp("tiny")
+    overrides = [
+        f"paths.artifacts={root / 'artifacts'}",
+        "paths.corpus=[data/corpus/alice.txt, data/corpus/frankenstein.txt]",
+        "model.preset=tiny",
+        "model.dropout=0.0",
+        "tokenizer.vocab_size=1024",
+        "pretrain.steps=60",
+        "pretrain.batch_size=8",
+        "pretrain.eval_every=60",
+        "pretrain.eval_batches=2",
+        "pretrain.ckpt_every=60",
+        "pretrain.warmup_steps=5",
+        "finetune.epochs=1",
+        "finetune.max_train_examples=256",
+    ]
+    params = load_params(ROOT / "params.yaml", overrides)
+    tokenize.run(params)
+    pretrain.run(params)
+    finetune.run(params, "authors")
+    export.run(params, triton=root / "triton")
+    return params

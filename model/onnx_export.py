@@ -1,0 +1,242 @@
+"""ONNX export of fine-tuned task models and of the LM with a KV cache.
+
+torch.onnx.export(dynamo=True) traces thin wrappers with flat tensor signatures:
+
+  task model  input_ids, attention_mask (B, T) or (B, K, T)  ->  logits
+  LM          input_ids (B, T), attention_mask (B, P+T), past.{i}.key/value (B, H, P, D)
+              ->  logits (B, T, V), present.{i}.key/value (B, H, P+T, D)
+
+Then optional graph work: ONNX Runtime's transformer fusions, an fp16 copy for
+CUDA and an int8 dynamically quantized copy for CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+from torch.export import Dim
+
+from model.task_model import TaskModel
+
+log = logging.getLogger(__name__)
+
+TASK_INPUTS, TASK_OUTPUTS = ["input_ids", "attention_mask"], ["logits"]
+
+
+class TaskLogits(nn.Module):
+    """TaskModel.forward without labels: (input_ids, attention_mask) -> logits."""
+
+    def __init__(self, model: TaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask)[0]
+
+
+class LMWithPast(nn.Module):
+    """A GPT-2 LM step over flat past tensors: returns logits and the grown cache."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, *past):
+        from transformers import DynamicCache
+
+        pairs = [(past[i], past[i + 1]) for i in range(0, len(past), 2)]
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=DynamicCache(ddp_cache_data=pairs),
+            use_cache=True,
+        )
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits, *present)
+
+
+class LMNoCache(nn.Module):
+    """For the post-LN OpenAIGPT, which has no KV cache: full-sequence logits."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask):
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def has_kv_cache(lm: nn.Module) -> bool:
+    return lm.config.model_type == "gpt2"
+
+
+def lm_geometry(lm: nn.Module) -> dict:
+    """What a runtime needs to build the past inputs."""
+    c = lm.config
+    return {
+        "n_layer": c.n_layer if has_kv_cache(lm) else 0,
+        "n_head": c.n_head,
+        "head_dim": c.n_embd // c.n_head,
+        "n_ctx": c.n_positions,
+        "vocab_size": c.vocab_size,
+    }
+
+
+def past_names(n_layer: int, prefix: str = "past") -> list[str]:
+    return [f"{prefix}.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+
+
+def _save(program, path: Path) -> None:
+    program.save(str(path), external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_task_model(model: TaskModel, path: str | Path, opset: int = 18) -> None:
+    """(B, T) or (B, K, T) ids and mask -> task logits; batch, choices and length dynamic."""
+    model = model.eval()
+    n_ctx = model.lm.config.n_positions
+    batch, seq = Dim("batch", max=4096), Dim("seq", max=n_ctx)
+    if model.task_type in ("classification", "entailment"):
+        shape, dims = (3, 16), {0: batch, 1: seq}
+    elif model.task_type == "similarity":
+        shape, dims = (3, 2, 16), {0: batch, 2: seq}  # always both orderings
+    else:
+        shape, dims = (3, 4, 16), {0: batch, 1: Dim("choices", max=64), 2: seq}
+    ids = torch.randint(0, model.lm.config.vocab_size, shape)
+    mask = torch.ones_like(ids)
+    mask[..., -3:] = 0  # right padding in the trace
+    program = torch.onnx.export(
+        TaskLogits(model).eval(),
+        (ids, mask),
+        dynamo=True,
+        opset_version=opset,
+        input_names=TASK_INPUTS,
+        output_names=TASK_OUTPUTS,
+        dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+        verbose=False,
+    )
+    _save(program, Path(path))
+
+
+def export_lm(lm: nn.Module, path: str | Path, opset: int = 18) -> dict:
+    """The LM for generation (with a KV cache for GPT-2); returns lm_geometry()."""
+    lm = lm.eval()
+    geo = lm_geometry(lm)
+    batch, seq, total = Dim("batch", max=4096), Dim("seq"), Dim("total")
+    b, t, p = 2, 5, 3
+    ids = torch.randint(0, geo["vocab_size"], (b, t))
+    mask = torch.ones(b, p + t if geo["n_layer"] else t, dtype=torch.long)
+    names = past_names(geo["n_layer"])
+    past = [torch.randn(b, geo["n_head"], p, geo["head_dim"]) for _ in names]
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: total}}
+    if geo["n_layer"]:
+        shapes["past"] = tuple({0: batch, 2: Dim("past", min=0)} for _ in names)
+        module = LMWithPast(lm).eval()
+    else:
+        module = LMNoCache(lm).eval()
+    program = torch.onnx.export(
+        module,
+        (ids, mask, *past),
+        dynamo=True,
+        opset_version=opset,
+        input_names=["input_ids", "attention_mask", *names],
+        output_names=["logits", *past_names(geo["n_layer"], "present")],
+        dynamic_shapes=shapes,
+        verbose=False,
+    )
+    _save(program, Path(path))
+    return geo
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite Gemm (GPT-2's Conv1D as addmm) into MatMul + Add.
+
+    The graph fusions and the quantizer both work on MatMul; the transposed-B
+    weight of a Gemm is stored pre-transposed.
+    """
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes = []
+    for n in g.node:
+        if n.op_type != "Gemm":
+            nodes.append(n)
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+            nodes.append(n)
+            continue
+        w = n.input[1]
+        if a.get("transB", 0):
+            if w not in inits:
+                nodes.append(n)
+                continue
+            g.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(inits[w]).T, w + "_t")
+            )
+            w += "_t"
+        if len(n.input) > 2 and n.input[2]:
+            mm = n.output[0] + "_matmul"
+            nodes.append(helper.make_node("MatMul", [n.input[0], w], [mm], name=n.name + "_matmul"))
+            nodes.append(helper.make_node("Add", [mm, n.input[2]], [n.output[0]], name=n.name))
+        else:
+            nodes.append(helper.make_node("MatMul", [n.input[0], w], [n.output[0]], name=n.name))
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return model
+
+
+def optimize(src: str | Path, dst: str | Path, n_head: int, hidden: int) -> dict:
+    """ONNX Runtime's transformer fusions (model_type gpt2); returns the fused-op counts."""
+    from onnxruntime.transformers import optimizer
+
+    model = gemm_to_matmul(onnx.load(str(src)))
+    onnx.save(model, str(dst))
+    opt = optimizer.optimize_model(
+        str(dst), model_type="gpt2", num_heads=n_head, hidden_size=hidden, opt_level=0
+    )
+    opt.save_model_to_file(str(dst))
+    onnx.checker.check_model(str(dst))
+    return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+
+
+def to_fp16(src: str | Path, dst: str | Path) -> None:
+    """fp16 weights and compute for the CUDA provider; inputs/outputs stay fp32/int64."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(keep_io_types=True)
+    model.topological_sort()
+    model.save_model_to_file(str(dst))
+    onnx.checker.check_model(str(dst))
+
+
+def to_int8(
+    src: str | Path,
+    dst: str | Path,
+    op_types: list[str],
+    per_channel: bool,
+    reduce_range: bool,
+    exclude: list[str] | None = None,
+) -> None:
+    """Dynamic int8 quantization (weights int8 offline, activations quantized per batch)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        op_types_to_quantize=op_types,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude or [],
+    )
+    onnx.checker.check_model(str(dst))

@@ -1,0 +1,274 @@
+"""Stage `export`: ONNX models of the fine-tuned task models and of the LM.
+
+Writes artifacts/export/ (a self-contained bundle, ready for `genpt publish`):
+  NAME/  model.onnx (fp32), model.int8.onnx, model.fp16.onnx, tokenizer, task.json, export.json
+  lm/    the same for the pre-trained LM with KV cache (export.json: cache geometry)
+  manifest.json  sha256 of every file
+Each fp32 model is checked against PyTorch on real inputs before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tasks.io import atomic_dir, atomic_write_text, write_json
+from tasks.manifest import MANIFEST, file_entries
+from tasks.params import ExportConfig, Params
+
+log = logging.getLogger(__name__)
+# torch / onnx / model.* are imported inside the functions: `genpt` starts without them.
+FORMAT = "genpt-onnx/1"
+
+
+class ExportError(RuntimeError):
+    """An exported model failed a check (parity with PyTorch, ONNX checker)."""
+
+
+def _finish_graph(raw: Path, out: Path, cfg: ExportConfig, n_head: int, hidden: int) -> dict:
+    """raw export -> model.onnx (fused), model.fp16.onnx, model.int8.onnx; returns notes."""
+    import onnx
+
+    from model import onnx_export as ox
+
+    notes: dict = {"variants": ["fp32"]}
+    fp32 = out / "model.onnx"
+    if cfg.optimize:
+        notes["fused_ops"] = ox.optimize(raw, fp32, n_head, hidden)
+    else:
+        onnx.save(ox.gemm_to_matmul(onnx.load(str(raw))), str(fp32))
+    raw.unlink()
+    if cfg.fp16:
+        ox.to_fp16(fp32, out / "model.fp16.onnx")
+        notes["variants"].append("fp16")
+    if cfg.int8:
+        matmuls = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "MatMul"]
+        # The last MatMul is the output head (task head or tied LM head): small, and the
+        # most sensitive to quantization error.
+        exclude = matmuls[-1:] if cfg.int8_exclude_head else []
+        ox.to_int8(
+            fp32,
+            out / "model.int8.onnx",
+            cfg.int8_op_types,
+            cfg.int8_per_channel,
+            cfg.int8_reduce_range,
+            exclude,
+        )
+        notes["variants"].append("int8")
+    return notes
+
+
+def sample_records(params: Params, name: str, n: int = 16) -> list[dict]:
+    """A few real dev rows of dataset `name` for the parity check."""
+    from tasks.loaders import load_split
+
+    return load_split(params.dataset(name), "dev")[:n]
+
+
+def export_task(src: Path, out: Path, cfg: ExportConfig, records: list[dict]) -> dict:
+    """One fine-tuned model dir (tasks/finetune.py's output) -> an export dir."""
+    import torch
+
+    from model import onnx_export as ox
+    from model.inputs import collate
+    from model.onnx_runtime import OnnxTaskModel, transform_record
+    from model.task_model import TaskModel
+    from model.tokenizer import load_tokenizer, special_ids
+
+    model, meta = TaskModel.load(src)
+    tok = load_tokenizer(src)
+    out.mkdir(parents=True)
+    raw = out / "raw.onnx"
+    ox.export_task_model(model, raw, cfg.opset)
+    cfgm = model.lm.config
+    notes = _finish_graph(raw, out, cfg, cfgm.n_head, cfgm.n_embd)
+    tok.save_pretrained(str(out))
+    write_json(out / "task.json", meta)
+
+    # Parity on real inputs: fp32 logits within atol of PyTorch; int8 agreement noted.
+    examples = [transform_record(r, meta["task_type"], tok, meta["max_len"]) for r in records]
+    batch = collate(examples, meta["task_type"], special_ids(tok)["pad"])
+    with torch.no_grad():
+        ref = model(batch["input_ids"], batch["attention_mask"])[0].numpy()
+    parity = {}
+    for variant in notes["variants"]:
+        if variant == "fp16":
+            continue  # fp16 targets CUDA; checked where a GPU is available
+        got = OnnxTaskModel(out, variant, device="cpu").logits(examples)
+        parity[variant] = _compare(ref, got, meta)
+    if parity["fp32"]["max_abs"] > cfg.parity_atol:
+        raise ExportError(
+            f"{src}: fp32 ONNX logits differ from PyTorch by {parity['fp32']['max_abs']:.2e} "
+            f"> export.parity_atol {cfg.parity_atol}"
+        )
+    info = {
+        "format": FORMAT,
+        "kind": "task",
+        "task_type": meta["task_type"],
+        "inputs": ox.TASK_INPUTS,
+        "outputs": ox.TASK_OUTPUTS,
+        "opset": cfg.opset,
+        "parity": parity,
+        **notes,
+    }
+    write_json(out / "export.json", info)
+    return info
+
+
+def _compare(ref: np.ndarray, got: np.ndarray, meta: dict) -> dict:
+    finite = ref > np.finfo(np.float32).min / 2  # multiple choice: missing choices are -inf-like
+    res = {"max_abs": float(np.abs(np.where(finite, ref - got, 0.0)).max())}
+    if ref.ndim == 2:
+        res["same_argmax"] = float((ref.argmax(-1) == got.argmax(-1)).mean())
+    return res
+
+
+def export_lm_dir(src: Path, out: Path, cfg: ExportConfig, prompt: str) -> dict:
+    """The pre-trained LM (HF dir) -> lm/ with the KV-cache decoder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from model import onnx_export as ox
+    from model.onnx_runtime import session
+    from model.tokenizer import load_tokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(str(src)).eval()
+    tok = load_tokenizer(src)
+    out.mkdir(parents=True)
+    raw = out / "raw.onnx"
+    geo = ox.export_lm(lm, raw, cfg.opset)
+    notes = _finish_graph(raw, out, cfg, geo["n_head"], geo["head_dim"] * geo["n_head"])
+    tok.save_pretrained(str(out))
+
+    ids = tok(prompt, add_special_tokens=False)["input_ids"][: geo["n_ctx"] // 2] or [0]
+    with torch.no_grad():
+        ref = lm(torch.tensor([ids])).logits[0].numpy()
+    sess = session(out / "model.onnx", device="cpu")
+    feed = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64)}
+    shape = (1, geo["n_head"], 0, geo["head_dim"])
+    feed.update({n: np.zeros(shape, np.float32) for n in ox.past_names(geo["n_layer"])})
+    max_abs = float(np.abs(sess.run(["logits"], feed)[0][0] - ref).max())
+    if max_abs > cfg.parity_atol:
+        raise ExportError(f"{src}: fp32 ONNX LM logits differ from PyTorch by {max_abs:.2e}")
+    info = {
+        "format": FORMAT,
+        "kind": "lm",
+        "lm": geo,
+        "inputs": ["input_ids", "attention_mask", *ox.past_names(geo["n_layer"])],
+        "outputs": ["logits", *ox.past_names(geo["n_layer"], "present")],
+        "opset": cfg.opset,
+        "parity": {"fp32": {"max_abs": max_abs}},
+        **notes,
+    }
+    write_json(out / "export.json", info)
+    return info
+
+
+def write_manifest(root: Path) -> None:
+    manifest = {"format": FORMAT, "files": file_entries(root)}
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _names(params: Params) -> list[str]:
+    names = params.export.datasets
+    if names is None:
+        return [
+            n for n in params.datasets if (params.artifacts("finetune", n, "task.json")).exists()
+        ]
+    for n in names:
+        params.dataset(n)
+        if not params.artifacts("finetune", n, "task.json").exists():
+            raise FileNotFoundError(
+                f"{params.artifacts('finetune', n)}: no fine-tuned model (run `genpt finetune {n}`)"
+            )
+    return names
+
+
+def run(params: Params, triton: str | Path | None = None) -> dict:
+    cfg = params.export
+    names = _names(params)
+    lm_src = params.artifacts("pretrain", "hf")
+    if cfg.lm and not (lm_src / "config.json").exists():
+        raise FileNotFoundError(f"{lm_src}: no pre-trained model (run `genpt pretrain`)")
+    if not names and not cfg.lm:
+        raise FileNotFoundError("nothing to export: no fine-tuned models and export.lm is false")
+    records = {n: sample_records(params, n) for n in names}  # bad data fails before exporting
+    summary = {}
+    with atomic_dir(params.artifacts("export")) as d:
+        for n in names:
+            summary[n] = export_task(params.artifacts("finetune", n), d / n, cfg, records[n])
+        if cfg.lm:
+            prompt = Path(_first_corpus_file(params)).read_text(encoding="utf-8")[:2000]
+            summary["lm"] = export_lm_dir(lm_src, d / "lm", cfg, prompt)
+        write_manifest(d)
+    if triton:
+        write_triton(params.artifacts("export"), Path(triton), cfg.triton_max_batch_size)
+    return {k: {"variants": v["variants"], "parity": v["parity"]} for k, v in summary.items()}
+
+
+def _first_corpus_file(params: Params) -> str:
+    import glob
+
+    for pattern in params.paths.corpus:
+        if files := sorted(glob.glob(pattern)):
+            return files[0]
+    raise FileNotFoundError(f"paths.corpus {params.paths.corpus}: no files")
+
+
+# --- Triton ---------------------------------------------------------------------------
+
+
+def _tensor(name: str, dims: list[int], dtype: str, reshape: list[int] | None = None) -> str:
+    extra = (
+        f" reshape: {{ shape: [ {', '.join(map(str, reshape))} ] }}" if reshape is not None else ""
+    )
+    return f'  {{ name: "{name}" data_type: {dtype} dims: [ {", ".join(map(str, dims))} ]{extra} }}'
+
+
+def triton_config(name: str, export_info: dict, task: dict | None, max_batch: int) -> str:
+    """config.pbtxt for one exported model (dims exclude the batch dimension)."""
+    if export_info["kind"] == "task":
+        tt = export_info["task_type"]
+        in_dims = {"similarity": [2, -1], "multiple_choice": [-1, -1]}.get(tt, [-1])
+        ins = [_tensor(n, in_dims, "TYPE_INT64") for n in export_info["inputs"]]
+        regression = task["num_labels"] == 1 and tt != "multiple_choice"
+        if tt == "multiple_choice":
+            out = _tensor("logits", [-1], "TYPE_FP32")
+        elif regression:
+            out = _tensor("logits", [1], "TYPE_FP32", reshape=[])
+        else:
+            out = _tensor("logits", [task["num_labels"]], "TYPE_FP32")
+        outs, batching = [out], "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
+    else:
+        geo = export_info["lm"]
+        past = [geo["n_head"], -1, geo["head_dim"]]
+        ins = [
+            _tensor("input_ids", [-1], "TYPE_INT64"),
+            _tensor("attention_mask", [-1], "TYPE_INT64"),
+        ]
+        ins += [_tensor(n, past, "TYPE_FP32") for n in export_info["inputs"][2:]]
+        outs = [_tensor("logits", [-1, geo["vocab_size"]], "TYPE_FP32")]
+        outs += [_tensor(n, past, "TYPE_FP32") for n in export_info["outputs"][1:]]
+        batching = ""  # the client owns the KV cache: no server-side batching of steps
+    sep = ",\n"
+    return (
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch}\n'
+        f"input [\n{sep.join(ins)}\n]\noutput [\n{sep.join(outs)}\n]\n{batching}"
+        "instance_group [ { kind: KIND_AUTO } ]\n"
+    )
+
+
+def write_triton(export_dir: Path, out: Path, max_batch: int, variant: str = "model.onnx") -> None:
+    """A Triton model repository: NAME/config.pbtxt and NAME/1/model.onnx per exported model."""
+    with atomic_dir(out) as d:
+        for sub in sorted(p for p in export_dir.iterdir() if (p / "export.json").exists()):
+            info = json.loads((sub / "export.json").read_text())
+            task = json.loads((sub / "task.json").read_text()) if info["kind"] == "task" else None
+            (d / sub.name / "1").mkdir(parents=True)
+            shutil.copy2(sub / variant, d / sub.name / "1" / "model.onnx")
+            cfg = triton_config(sub.name, info, task, max_batch)
+            (d / sub.name / "config.pbtxt").write_text(cfg)
