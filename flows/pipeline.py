@@ -61,6 +61,7 @@ def read_stages(root: str | Path) -> list[Stage]:
     import networkx as nx
     from dvc.repo import Repo
 
+    root = Path(root).resolve()
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         order = list(reversed(list(nx.lexicographical_topological_sort(graph, key=str))))
@@ -68,14 +69,16 @@ def read_stages(root: str | Path) -> list[Stage]:
         for s in order:
             if not getattr(s, "cmd", None):
                 continue  # a `.dvc` data file, not a stage
+            dvcfile = os.path.relpath(s.path, root)  # address as `dvc repro` in root sees it
+            name = s.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{s.name}"
             paths = [o.def_path for o in s.outs] + [str(d.def_path) for d in s.deps]
             stages.append(
                 Stage(
-                    name=s.addressing,
+                    name=name,
                     cmd=s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd),
                     metrics=[o.def_path for o in s.outs if o.metric],
                     outs=[o.def_path for o in s.outs],
-                    io_bound=s.addressing.split("@")[0] in IO_STAGES
+                    io_bound=s.name.split("@")[0] in IO_STAGES
                     or any("://" in p for p in [*paths, str(s.cmd)]),
                 )
             )
@@ -152,13 +155,13 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def stage_metrics(root: Path, stage: Stage) -> dict[str, float | int | str]:
-    """The stage's metrics files (dvc.yaml `metrics:`), flattened to {file:key: value}."""
+    """The stage's metrics files (dvc.yaml `metrics:`) flattened; keys `file:key` if several."""
     out = {}
     for rel in stage.metrics:
         p = root / rel
         if p.suffix == ".json" and p.exists():
             for k, v in _flatten(json.loads(p.read_text(encoding="utf-8"))).items():
-                out[f"{rel}:{k}"] = v
+                out[k if len(stage.metrics) == 1 else f"{rel}:{k}"] = v
     return out
 
 

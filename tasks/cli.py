@@ -161,6 +161,8 @@ def pipeline(
     """
     from pathlib import Path
 
+    # the ephemeral server's first start migrates its database: slow on a loaded machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.pipeline import StageFailed, WorkspaceBusy
     from flows.pipeline import pipeline as flow
 
