@@ -57,14 +57,15 @@ class Stage:
 
 
 def read_stages(root: str | Path) -> list[Stage]:
-    """Every stage of the workspace's dvc.yaml, dependencies first."""
+    """Every stage of the workspace's dvc.yaml, dependencies first, else in dvc.yaml order."""
     import networkx as nx
     from dvc.repo import Repo
 
     root = Path(root).resolve()
     with Repo(str(root)) as repo:
-        graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        order = list(reversed(list(nx.lexicographical_topological_sort(graph, key=str))))
+        position = {s: i for i, s in enumerate(repo.index.stages)}  # dvc.yaml order
+        graph = repo.index.graph.reverse()  # DVC's edges point from a stage to its dependencies
+        order = nx.lexicographical_topological_sort(graph, key=lambda s: position.get(s, 0))
         stages = []
         for s in order:
             if not getattr(s, "cmd", None):
