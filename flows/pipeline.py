@@ -32,6 +32,7 @@ from prefect.artifacts import (
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 LOCK_FILE = ".dvc/tmp/genpt-pipeline.lock"
@@ -178,7 +179,7 @@ def published_uri(root: Path, stage: Stage, lines: list[str]) -> str | None:
     return found[-1] if found else None
 
 
-@task(retries=0)
+@task(retries=0, cache_policy=NO_CACHE)  # DVC, not Prefect, decides what is up to date
 def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
     """`dvc repro --single-item STAGE`, its output streamed to the Prefect log."""
     log = get_run_logger()
@@ -265,11 +266,12 @@ def pipeline(
     root = Path(workspace).resolve()
     results = []
     with workspace_lock(root):
-        write_params(root, common_overrides(preset, lm_coef, steps, overrides))
-        known = set(load_params(root / "params.yaml").datasets)
+        sets = common_overrides(preset, lm_coef, steps, overrides)
+        known = set(load_params(root / "params.yaml", sets).datasets)  # validates first
         unknown = set(datasets or []) - known
         if unknown:
             raise ValueError(f"unknown datasets {sorted(unknown)}; configured: {sorted(known)}")
+        write_params(root, sets)
         skip = known - set(datasets) if datasets else set()
         for stage in read_stages(root):
             if "@" in stage.name and stage.name.split("@", 1)[1] in skip:

@@ -3,7 +3,6 @@ and the scheduled deployment on a real `prefect server start` with a process wor
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -146,30 +145,33 @@ def test_bad_override_fails_before_params_change(toy, api_url):
     before = (toy / "params.yaml").read_text()
     state = pipeline(workspace=str(toy), overrides=["sed=1"], return_state=True)
     assert state.is_failed() and "sed: unknown key" in state.message
+    state = pipeline(workspace=str(toy), overrides=["seed=4"], datasets=["nope"], return_state=True)
+    assert state.is_failed() and "unknown datasets ['nope']" in state.message
     assert (toy / "params.yaml").read_text() == before
-
-
-def _held(path: Path) -> bool:
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+    assert not (toy / "metrics.json").exists()  # no stage ran
 
 
 def test_second_run_in_a_workspace_fails_clearly_and_leaves_the_first_intact(toy, api_url):
     (toy / "count.py").write_text("import time\ntime.sleep(15)\n" + COUNT)
     env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_API_URL=api_url)
+    # the first run as users start it: no PREFECT_API_URL, so on Prefect's ephemeral server
+    alone = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    alone["PREFECT_HOME"] = str(toy.parent / "prefect-home")
     cmd = [sys.executable, "-m", "tasks.cli", "pipeline", "--params", str(toy / "params.yaml")]
+    log = toy.parent / "first.log"
     first = subprocess.Popen(
-        [*cmd, "-S", "seed=2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*cmd, "-S", "seed=2"],
+        cwd=ROOT,
+        env=alone,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
+        text=True,
     )
     try:
         deadline = time.time() + 180
-        while not ((toy / LOCK_FILE).exists() and _held(toy / LOCK_FILE)):
-            assert first.poll() is None, first.communicate()
+        lock = toy / LOCK_FILE  # holds "pid N" while a run has the workspace
+        while not (lock.exists() and f"pid {first.pid}" in lock.read_text()):
+            assert first.poll() is None, log.read_text()
             assert time.time() < deadline, "first run never took the workspace lock"
             time.sleep(0.5)
         second = subprocess.run(
@@ -178,11 +180,13 @@ def test_second_run_in_a_workspace_fails_clearly_and_leaves_the_first_intact(toy
         assert second.returncode == 1
         assert "another genpt pipeline run is using this workspace" in second.stderr
         assert f"pid {first.pid}" in second.stderr
-        out, err = first.communicate(timeout=300)
+        out, _ = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             first.kill()
+    err = log.read_text()
     assert first.returncode == 0, err
+    assert "Starting temporary server" in err  # the ephemeral server
     assert json.loads(out)["count"]["metrics"]["seed"] == 2
     assert "seed: 2" in (toy / "params.yaml").read_text()  # the second run changed nothing
 
