@@ -210,18 +210,50 @@ def predict(
 
 
 @app.command()
-def pipeline(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
-    """Run every stage in order: validate, tokenize, pretrain, finetune, evaluate."""
-    from tasks import evaluate as ev
-    from tasks import finetune as ft
-    from tasks import pretrain as pt
-    from tasks import tokenize as tk
-    from tasks import validate as va
+def pipeline(
+    params: Annotated[
+        str, typer.Option("--params", "-p", help="the workspace's params.yaml (dvc.yaml reads it)")
+    ] = "params.yaml",
+    set_: SetOpt = None,
+    preset: Annotated[str | None, typer.Option(help="model.preset (tiny|small|gpt1)")] = None,
+    lm_coef: Annotated[float | None, typer.Option(help="finetune.lm_coef (lambda)")] = None,
+    steps: Annotated[int | None, typer.Option(help="pretrain.steps")] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="run only this dataset's stages (repeatable)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="rerun every stage, even if up to date")] = False,
+) -> None:
+    """Run every dvc.yaml stage in order as a Prefect flow (flows/pipeline.py).
 
-    p = _params(params, set_)
-    out = {"validate": va.run(p), "tokenize": tk.run(p), "pretrain": pt.run(p)}
-    out["finetune"] = {n: ft.run(p, n) for n in p.datasets}
-    out["evaluate"] = {n: ev.run(p, n) for n in p.datasets}
+    Overrides are written into params.yaml (as `dvc exp run -S` does), then each stage
+    runs as its own task with `dvc repro --single-item`. Without PREFECT_API_URL the
+    flow runs on Prefect's ephemeral server.
+    """
+    from pathlib import Path
+
+    # the ephemeral server's first start migrates its database: slow on a loaded machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from flows.pipeline import StageFailed, WorkspaceBusy
+    from flows.pipeline import pipeline as flow
+
+    path = Path(params)
+    if path.name != "params.yaml":
+        raise typer.BadParameter(
+            f"{path}: must be a workspace's params.yaml", param_hint="--params"
+        )
+    try:
+        out = flow(
+            preset=preset,
+            lm_coef=lm_coef,
+            steps=steps,
+            datasets=dataset,
+            overrides=set_,
+            force=force,
+            workspace=str(path.parent),
+        )
+    except (StageFailed, WorkspaceBusy) as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
     _print(out)
 
 

@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# genpt on NVIDIA GPUs: torch's CUDA build + onnxruntime-gpu, `genpt` as the entrypoint.
+# Installed the way README.md installs: `pip install torch==2.13.0`, then `pip install .`.
+# On Linux x86_64, torch==2.13.0 from PyPI is the CUDA build; it brings the CUDA runtime and
+# cuDNN as nvidia-* wheels, which onnxruntime-gpu uses too, so the base image needs no CUDA
+# toolkit. The host needs an NVIDIA driver and the NVIDIA Container Toolkit (--gpus all).
+#   docker build -t genpt .
+#   docker run --rm --gpus all genpt pipeline --preset small
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: a virtual environment in /opt/venv ---------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+# Dependency layers first, cached until pyproject.toml changes: torch, then genpt's
+# dependencies (installed from pyproject.toml with empty packages, then genpt removed).
+RUN pip install torch==2.13.0
+COPY pyproject.toml README.md ./
+RUN mkdir model tasks flows \
+    && touch model/__init__.py tasks/__init__.py flows/__init__.py \
+    && pip install . \
+    && pip uninstall -y genpt
+# The code itself: a small, fast layer.
+COPY model model
+COPY tasks tasks
+COPY flows flows
+RUN pip install --no-deps .
+
+# --- runtime: the venv, git for DVC, a non-root user, the workspace -------------------------
+FROM ${PYTHON_IMAGE}
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 genpt \
+    && mkdir /workspace \
+    && chown 1000:1000 /workspace
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    HF_DATASETS_OFFLINE=1 \
+    DO_NOT_TRACK=1 \
+    DVC_NO_ANALYTICS=1 \
+    GX_ANALYTICS_ENABLED=False \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    GENPT_WORKSPACE=/workspace
+USER 1000:1000
+WORKDIR /workspace
+# A ready workspace (dvc.yaml, params.yaml, data/, prefect.yaml); mount a clone over it to
+# run your own. Without .git inside the image, DVC runs without SCM.
+COPY --chown=1000:1000 . /workspace
+RUN dvc config --local core.no_scm true
+ENTRYPOINT ["genpt"]
+CMD ["--help"]

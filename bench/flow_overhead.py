@@ -1,0 +1,119 @@
+"""Orchestration overhead: Prefect server start-up, and what the flow adds per DVC stage.
+
+    python bench/flow_overhead.py                # 4 no-op stages
+    python bench/flow_overhead.py --stages 8
+
+Builds a throw-away DVC workspace with N chained no-op stages, then times: a real
+`prefect server start` (temporary PREFECT_HOME, loopback, free port) until /api/health
+answers; `dvc repro` of all stages in one process; the flow (flows/pipeline.py, one
+`dvc repro --single-item` task per stage) on that server, first with every stage
+running, then with every stage up to date. The per-stage overhead is what the
+flow costs over plain `dvc repro`, so training time is not part of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # time the flow, not its logs
+
+
+def workspace(root: Path, n: int) -> Path:
+    ws = root / "ws"
+    ws.mkdir()
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=ws, check=True)
+    (ws / "params.yaml").write_text("seed: 1\n")
+    stages = []
+    for i in range(n):
+        dep = f"\n    deps: [s{i - 1}.txt]" if i else ""
+        write = f"open('s{i}.txt', 'w').write('{i}')"
+        stages.append(f'  s{i}:\n    cmd: python -c "{write}"{dep}\n    outs: [s{i}.txt]')
+    (ws / "dvc.yaml").write_text("stages:\n" + "\n".join(stages) + "\n")
+    return ws
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str, float]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return proc, url, time.perf_counter() - t0
+        except OSError:
+            if proc.poll() is not None or time.perf_counter() - t0 > 300:
+                raise RuntimeError("prefect server did not start") from None
+            time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stages", type=int, default=4)
+    n = ap.parse_args().stages
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ws = workspace(tmp, n)
+        proc, url, started = start_server(tmp / "prefect-home")
+        try:
+            os.environ["PREFECT_API_URL"] = url
+            from flows.pipeline import pipeline
+
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=ws, check=True)
+            dvc_s = time.perf_counter() - t0
+            for p in ws.glob("s*.txt"):
+                p.unlink()
+            (ws / "dvc.lock").unlink()
+            shutil.rmtree(ws / ".dvc" / "cache")  # no run-cache: every stage really runs
+            t0 = time.perf_counter()
+            out = pipeline(workspace=str(ws))
+            first_s = time.perf_counter() - t0
+            assert all(r["ran"] for r in out.values()) and len(out) == n
+            t0 = time.perf_counter()
+            out = pipeline(workspace=str(ws))
+            again_s = time.perf_counter() - t0
+            assert not any(r["ran"] for r in out.values())
+        finally:
+            stop(proc)
+    print(f"prefect server start to healthy : {started:6.1f} s")
+    print(f"dvc repro, {n} no-op stages      : {dvc_s:6.1f} s")
+    print(f"flow, {n} stages run             : {first_s:6.1f} s")
+    print(f"flow, {n} stages up to date      : {again_s:6.1f} s")
+    print(f"flow overhead per stage         : {(first_s - dvc_s) / n:6.1f} s")
+
+
+if __name__ == "__main__":
+    main()

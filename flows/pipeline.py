@@ -1,0 +1,296 @@
+"""The genpt pipeline as a Prefect flow: one task run per DVC stage.
+
+dvc.yaml is the only definition of the stages. The flow reads the stage DAG from
+DVC at run time (foreach stages expanded, e.g. `finetune@authors`) and runs each
+stage, in topological order, as its own task with `dvc repro --single-item STAGE`:
+DVC decides skip-or-run and keeps dvc.lock true, so the flow cannot drift from
+`dvc repro`. Flow parameters are written into params.yaml before anything runs,
+the same place `dvc exp run -S key=value` writes them (comments kept).
+
+A workspace runs one pipeline at a time: the flow holds an exclusive lock on
+`.dvc/tmp/genpt-pipeline.lock` for its whole run; a second run fails at once with
+a message naming the holder. Each `dvc repro` also takes DVC's own repo lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+LOCK_FILE = ".dvc/tmp/genpt-pipeline.lock"
+IO_STAGES = {"publish"}  # I/O-bound stages: retried with backoff (also any stage touching s3://)
+URI = re.compile(r"\b(?:s3|gs|azure|https?|file)://\S+")
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another pipeline run (or DVC command) holds the workspace."""
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; the message holds its error output."""
+
+
+@dataclass
+class Stage:
+    name: str  # DVC address: `pretrain`, `finetune@authors`
+    cmd: str
+    metrics: list[str] = field(default_factory=list)  # metrics files, relative to the workspace
+    outs: list[str] = field(default_factory=list)
+    io_bound: bool = False
+
+
+def read_stages(root: str | Path) -> list[Stage]:
+    """Every stage of the workspace's dvc.yaml, dependencies first, else in dvc.yaml order."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    with Repo(str(root)) as repo:
+        position = {s: i for i, s in enumerate(repo.index.stages)}  # dvc.yaml order
+        graph = repo.index.graph.reverse()  # DVC's edges point from a stage to its dependencies
+        order = nx.lexicographical_topological_sort(graph, key=lambda s: position.get(s, 0))
+        stages = []
+        for s in order:
+            if not getattr(s, "cmd", None):
+                continue  # a `.dvc` data file, not a stage
+            dvcfile = os.path.relpath(s.path, root)  # address as `dvc repro` in root sees it
+            name = s.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{s.name}"
+            paths = [o.def_path for o in s.outs] + [str(d.def_path) for d in s.deps]
+            stages.append(
+                Stage(
+                    name=name,
+                    cmd=s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd),
+                    metrics=[o.def_path for o in s.outs if o.metric],
+                    outs=[o.def_path for o in s.outs],
+                    io_bound=s.name.split("@")[0] in IO_STAGES
+                    or any("://" in p for p in [*paths, str(s.cmd)]),
+                )
+            )
+    return stages
+
+
+@contextmanager
+def workspace_lock(root: Path) -> Iterator[None]:
+    """Hold the workspace for one pipeline run; fail clearly if another run has it."""
+    path = root / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise WorkspaceBusy(
+                f"{path}: another genpt pipeline run is using this workspace ({holder}); "
+                "wait for it to finish or use another clone"
+            ) from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_params(root: Path, overrides: list[str]) -> None:
+    """Apply `key=value` overrides to params.yaml as `dvc exp run -S` does: validated, atomic."""
+    from dvc.lock import LockError
+    from dvc.repo import Repo
+    from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
+
+    from tasks.io import atomic_write_text
+    from tasks.params import apply_override, load_params
+
+    path = root / "params.yaml"
+    load_params(path, overrides)  # bad keys / types fail here, before params.yaml changes
+    if not overrides:
+        return
+    try:
+        with Repo(str(root)) as repo, repo.lock:  # never change params under a running `dvc repro`
+            data = parse_yaml_for_update(path.read_text(encoding="utf-8"), str(path))
+            for o in overrides:
+                apply_override(data, o)
+            atomic_write_text(path, dumps_yaml(data))
+    except LockError:
+        raise WorkspaceBusy(f"{root}: a DVC command holds .dvc/tmp/lock; try again later") from None
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("TQDM_DISABLE", "1")
+    bindir = str(Path(sys.executable).parent)  # so dvc.yaml's `genpt ...` resolves to this venv
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
+    return env
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _flatten(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}"))
+        return out
+    return {prefix: obj}
+
+
+def stage_metrics(root: Path, stage: Stage) -> dict[str, float | int | str]:
+    """The stage's metrics files (dvc.yaml `metrics:`) flattened; keys `file:key` if several."""
+    out = {}
+    for rel in stage.metrics:
+        p = root / rel
+        if p.suffix == ".json" and p.exists():
+            for k, v in _flatten(json.loads(p.read_text(encoding="utf-8"))).items():
+                out[k if len(stage.metrics) == 1 else f"{rel}:{k}"] = v
+    return out
+
+
+def published_uri(root: Path, stage: Stage, lines: list[str]) -> str | None:
+    """The bundle URI a stage reports: a JSON output with a `uri` key, or its last printed URI."""
+    for rel in stage.outs:
+        p = root / rel
+        if p.suffix == ".json" and p.is_file():
+            data = json.loads(p.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("uri"), str):
+                return data["uri"]
+    found = [m for line in lines for m in URI.findall(line)]
+    return found[-1] if found else None
+
+
+@task(retries=0, cache_policy=NO_CACHE)  # DVC, not Prefect, decides what is up to date
+def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
+    """`dvc repro --single-item STAGE`, its output streamed to the Prefect log."""
+    log = get_run_logger()
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage.name]
+    if force:
+        cmd.append("--force")
+    log.info("$ %s", " ".join(cmd[2:]))
+    lines: list[str] = []
+    tail: deque[str] = deque(maxlen=25)
+    with subprocess.Popen(
+        cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            log.info("%s", line)
+            tail.append(line)
+            if URI.search(line) or "Running stage" in line or "skipping" in line:
+                lines.append(line)
+    text = "\n".join(tail)
+    if proc.returncode:
+        if "Unable to acquire lock" in text:
+            raise WorkspaceBusy(
+                f"stage {stage.name}: another DVC process holds {root}/.dvc/tmp/lock"
+            )
+        errors = [ln for ln in tail if "error" in ln.lower()] or list(tail)
+        raise StageFailed(
+            f"stage {stage.name} failed (exit {proc.returncode}):\n" + "\n".join(errors)
+        )
+    ran = any(f"Running stage '{stage.name}'" in ln for ln in lines)
+    metrics = stage_metrics(Path(root), stage)
+    if metrics:
+        create_table_artifact(
+            [{"metric": k, "value": v} for k, v in metrics.items()],
+            key=f"{_slug(stage.name)}-metrics",
+            description=f"metrics of stage {stage.name}",
+        )
+    uri = published_uri(Path(root), stage, lines)
+    if uri:
+        create_link_artifact(uri, link_text=uri, key=f"{_slug(stage.name)}-bundle")
+    return {"stage": stage.name, "ran": ran, "metrics": metrics, "uri": uri}
+
+
+def common_overrides(
+    preset: str | None, lm_coef: float | None, steps: int | None, overrides: list[str] | None
+) -> list[str]:
+    """Flow parameters as DVC-style `key=value` overrides of params.yaml."""
+    out = [f"model.preset={preset}"] if preset else []
+    out += [f"finetune.lm_coef={lm_coef}"] if lm_coef is not None else []
+    out += [f"pretrain.steps={steps}"] if steps is not None else []
+    return out + list(overrides or [])
+
+
+def _summary(results: list[dict]) -> str:
+    rows = ["| stage | ran | metric | value |", "|---|---|---|---|"]
+    for r in results:
+        ran = "ran" if r["ran"] else "up to date"
+        rows += [f"| {r['stage']} | {ran} | {k} | {v} |" for k, v in r["metrics"].items()] or [
+            f"| {r['stage']} | {ran} | | |"
+        ]
+    links = [f"- published bundle: [{r['uri']}]({r['uri']})" for r in results if r["uri"]]
+    return "# genpt pipeline\n\n" + "\n".join(rows) + "\n\n" + "\n".join(links) + "\n"
+
+
+@flow(name="genpt-pipeline")
+def pipeline(
+    preset: str | None = None,
+    lm_coef: float | None = None,
+    steps: int | None = None,
+    datasets: list[str] | None = None,
+    overrides: list[str] | None = None,
+    force: bool = False,
+    workspace: str = ".",
+) -> dict:
+    """Run every dvc.yaml stage in order, each as a task; DVC skips what is up to date.
+
+    preset: model.preset; lm_coef: finetune.lm_coef (lambda); steps: pretrain.steps;
+    datasets: only these datasets' `STAGE@NAME` stages (default: all);
+    overrides: more `section.key=value` (like `dvc exp run -S`); force: rerun every stage;
+    workspace: the DVC workspace (a clone of this repo).
+    """
+    from tasks.params import load_params
+
+    log = get_run_logger()
+    root = Path(workspace).resolve()
+    results = []
+    with workspace_lock(root):
+        sets = common_overrides(preset, lm_coef, steps, overrides)
+        known = set(load_params(root / "params.yaml", sets).datasets)  # validates first
+        unknown = set(datasets or []) - known
+        if unknown:
+            raise ValueError(f"unknown datasets {sorted(unknown)}; configured: {sorted(known)}")
+        write_params(root, sets)
+        skip = known - set(datasets) if datasets else set()
+        for stage in read_stages(root):
+            if "@" in stage.name and stage.name.split("@", 1)[1] in skip:
+                log.info("stage %s: dataset not selected, not run", stage.name)
+                continue
+            task_ = run_stage.with_options(
+                name=f"stage-{stage.name}",
+                task_run_name=stage.name,
+                retries=3 if stage.io_bound else 0,
+                retry_delay_seconds=exponential_backoff(backoff_factor=10) if stage.io_bound else 0,
+                retry_jitter_factor=0.5 if stage.io_bound else None,
+            )
+            results.append(task_(stage, str(root), force))
+    table = [
+        {"stage": r["stage"], "metric": k, "value": v}
+        for r in results
+        for k, v in r["metrics"].items()
+    ]
+    if table:
+        create_table_artifact(table, key="genpt-metrics", description="metrics of every stage")
+    create_markdown_artifact(_summary(results), key="genpt-summary", description="pipeline run")
+    return {r["stage"]: r for r in results}

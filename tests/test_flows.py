@@ -1,0 +1,349 @@
+"""The Prefect flow over the DVC stages: order, artifacts, retries, failures, locking,
+and the scheduled deployment on a real `prefect server start` with a process worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flows.pipeline import (
+    LOCK_FILE,
+    StageFailed,
+    WorkspaceBusy,
+    pipeline,
+    read_stages,
+    workspace_lock,
+)
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+TOY_DVC_YAML = """
+stages:
+  publish:
+    cmd: python publish.py
+    deps: [metrics.json]
+  count:
+    cmd: python count.py
+    deps: [count.py]
+    params: [seed]
+    metrics:
+      - metrics.json:
+          cache: false
+"""
+COUNT = """import json, yaml
+seed = yaml.safe_load(open("params.yaml"))["seed"]
+json.dump({"seed": seed, "sq": {"value": seed * seed}}, open("metrics.json", "w"))
+"""
+# fails once (a transient upload error), then prints the bundle's URI
+PUBLISH = """import pathlib, sys
+if not pathlib.Path(".tried").exists():
+    pathlib.Path(".tried").touch()
+    sys.exit("error: upload failed: connection reset")
+print("published s3://bucket/models/toy/1/")
+"""
+
+
+def _dvc(*args, cwd):
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def toy(tmp_path) -> Path:
+    """A tiny real DVC workspace: `count` (params + metrics), then `publish`."""
+    ws = tmp_path / "toy"
+    ws.mkdir()
+    _dvc("init", "--no-scm", cwd=ws)
+    (ws / "params.yaml").write_text("seed: 3  # the seed\n")
+    (ws / "dvc.yaml").write_text(TOY_DVC_YAML)
+    (ws / "count.py").write_text(COUNT)
+    (ws / "publish.py").write_text(PUBLISH)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def api_url():
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+def _artifacts(flow_run_id) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as c:
+        arts = c.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in arts}
+
+
+def test_stages_come_from_dvc_yaml_in_dependency_order():
+    names = [s.name for s in read_stages(ROOT)]
+    from tasks.params import load_params
+
+    for d in load_params(ROOT / "params.yaml").datasets:  # foreach stages expanded
+        assert names.index(f"finetune@{d}") < names.index(f"evaluate@{d}")
+    assert names.index("tokenize") < names.index("pretrain") < names.index("finetune@authors")
+
+
+def test_flow_runs_each_stage_with_retries_and_artifacts(toy, api_url):
+    state = pipeline(workspace=str(toy), overrides=["seed=7"], return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert list(out) == ["count", "publish"]  # topological, though dvc.yaml lists publish first
+    assert out["count"]["ran"] and out["count"]["metrics"] == {"seed": 7, "sq.value": 49}
+    assert out["publish"]["uri"] == "s3://bucket/models/toy/1/"
+    assert (
+        "seed: 7  # the seed" in (toy / "params.yaml").read_text()
+    )  # written like -S, kept comment
+
+    arts = _artifacts(state.state_details.flow_run_id)
+    assert {"count-metrics", "genpt-metrics", "genpt-summary", "publish-bundle"} <= set(arts)
+    assert arts["publish-bundle"].data == "[s3://bucket/models/toy/1/](s3://bucket/models/toy/1/)"
+    assert arts["genpt-metrics"].type == "table" and arts["genpt-summary"].type == "markdown"
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    by_name = {r.name: r for r in runs}
+    assert by_name["publish"].run_count == 2  # one retry after the transient failure
+    assert by_name["count"].run_count == 1
+
+    again = pipeline(workspace=str(toy), overrides=["seed=7"])
+    assert again["count"]["ran"] is False  # DVC: up to date, skipped
+
+
+def test_a_failing_stage_fails_the_flow_with_its_error(toy, api_url):
+    (toy / "count.py").write_text("raise SystemExit('error: data.jsonl: row 3: bad label')\n")
+    state = pipeline(workspace=str(toy), return_state=True)
+    assert state.is_failed()
+    assert "stage count failed" in state.message and "row 3: bad label" in state.message
+    with pytest.raises(StageFailed, match="row 3: bad label"):
+        state.result()
+
+
+def test_bad_override_fails_before_params_change(toy, api_url):
+    before = (toy / "params.yaml").read_text()
+    state = pipeline(workspace=str(toy), overrides=["sed=1"], return_state=True)
+    assert state.is_failed() and "sed: unknown key" in state.message
+    state = pipeline(workspace=str(toy), overrides=["seed=4"], datasets=["nope"], return_state=True)
+    assert state.is_failed() and "unknown datasets ['nope']" in state.message
+    assert (toy / "params.yaml").read_text() == before
+    assert not (toy / "metrics.json").exists()  # no stage ran
+
+
+def test_second_run_in_a_workspace_fails_clearly_and_leaves_the_first_intact(toy, api_url):
+    (toy / "count.py").write_text("import time\ntime.sleep(15)\n" + COUNT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_API_URL=api_url)
+    # the first run as users start it: no PREFECT_API_URL, so on Prefect's ephemeral server
+    alone = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    alone["PREFECT_HOME"] = str(toy.parent / "prefect-home")
+    cmd = [sys.executable, "-m", "tasks.cli", "pipeline", "--params", str(toy / "params.yaml")]
+    log = toy.parent / "first.log"
+    first = subprocess.Popen(
+        [*cmd, "-S", "seed=2"],
+        cwd=ROOT,
+        env=alone,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
+        text=True,
+    )
+    try:
+        deadline = time.time() + 180
+        lock = toy / LOCK_FILE  # holds "pid N" while a run has the workspace
+        while not (lock.exists() and f"pid {first.pid}" in lock.read_text()):
+            assert first.poll() is None, log.read_text()
+            assert time.time() < deadline, "first run never took the workspace lock"
+            time.sleep(0.5)
+        second = subprocess.run(
+            [*cmd, "-S", "seed=99"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert second.returncode == 1
+        assert "another genpt pipeline run is using this workspace" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        out, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    err = log.read_text()
+    assert first.returncode == 0, err
+    assert "Starting temporary server" in err  # the ephemeral server
+    assert json.loads(out)["count"]["metrics"]["seed"] == 2
+    assert "seed: 2" in (toy / "params.yaml").read_text()  # the second run changed nothing
+
+
+def test_dvc_lock_held_elsewhere_is_reported(toy, api_url):
+    from dvc.repo import Repo
+
+    with Repo(str(toy)) as repo, repo.lock:  # e.g. someone's `dvc repro` in the same workspace
+        state = pipeline(workspace=str(toy), overrides=["seed=5"], return_state=True)
+    assert state.is_failed() and "DVC command holds" in state.message
+    assert "seed: 3" in (toy / "params.yaml").read_text()
+    with workspace_lock(toy):  # the flow's own lock, held by another run
+        state = pipeline(workspace=str(toy), return_state=True)
+    assert state.is_failed() and "another genpt pipeline run" in state.message
+    with pytest.raises(WorkspaceBusy):
+        state.result()
+
+
+# --- the deployment on a real server -------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the process (and the children it started in its session), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _clone(dst: Path) -> None:
+    """A git clone of this repo plus the working tree's uncommitted changes to tracked files."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dst)], check=True)
+    diff = subprocess.run(
+        ["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    if diff:
+        subprocess.run(["git", "apply"], cwd=dst, input=diff, check=True)
+
+
+def _wait_final(client, flow_run_id, timeout: float):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = client.read_flow_run(flow_run_id).state
+        if state and state.is_final():
+            return state
+        time.sleep(3)
+    raise AssertionError(f"flow run {flow_run_id} not finished after {timeout}s: {state}")
+
+
+@pytest.mark.slow
+def test_deployment_on_a_real_server(tmp_path, tiny_overrides):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ws = tmp_path / "ws"
+    _clone(ws)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_WORKER_QUERY_SECONDS="2",
+        PYTHONPATH=str(ws),
+        GENPT_WORKSPACE=str(ws),
+        PATH=os.pathsep.join([str(BIN), os.environ["PATH"]]),
+    )
+    env.pop("PREFECT_PROFILE", None)
+    tiny = [o for o in tiny_overrides if not o.startswith("paths.artifacts")] + [
+        "pretrain.steps=10",
+        "pretrain.eval_every=5",
+        "pretrain.ckpt_every=5",
+        "finetune.max_train_examples=16",
+    ]
+
+    def prefect(*args):
+        return subprocess.run(
+            [str(BIN / "prefect"), *args], cwd=ws, env=env, capture_output=True, text=True
+        )
+
+    procs = []
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    try:
+        t0 = time.time()
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=open(logs / "server.log", "w"),  # noqa: SIM115 - lives as long as the server
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        procs.append(server)
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (logs / "server.log").read_text()
+                assert time.time() - t0 < 240, "server did not start"
+                time.sleep(1)
+        print(f"server up in {time.time() - t0:.1f}s")
+
+        r = prefect("work-pool", "create", "genpt-process", "--type", "process")
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = prefect("--no-prompt", "deploy", "--all")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name("genpt-pipeline/nightly")
+            assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
+            assert dep.work_pool_name == "genpt-process"
+            run = client.create_flow_run_from_deployment(dep.id, parameters={"overrides": tiny})
+
+            worker = subprocess.Popen(
+                [str(BIN / "prefect"), "worker", "start", "--pool", "genpt-process"],
+                cwd=tmp_path,
+                env=env,
+                stdout=open(logs / "worker.log", "w"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            procs.append(worker)
+            t1 = time.time()
+            state = _wait_final(client, run.id, timeout=1200)
+            print(f"tiny flow run: {time.time() - t1:.1f}s")
+            assert state.is_completed(), (logs / "worker.log").read_text()[-5000:]
+            arts = _artifacts(run.id)
+            for key in ("genpt-summary", "genpt-metrics", "pretrain-metrics"):
+                assert key in arts, sorted(arts)
+            assert "evaluate-authors-metrics" in arts
+            assert (ws / "dvc.lock").exists() and (
+                ws / "artifacts/eval/authors/metrics.json"
+            ).exists()
+
+            # a dataset file with a bad label: that stage fails, and so does the flow run
+            dev = ws / "data/finetune/authors/dev.jsonl"
+            rows = dev.read_text().splitlines()
+            bad = json.loads(rows[0]) | {"label": "nobody"}
+            dev.write_text("\n".join([json.dumps(bad), *rows[1:]]) + "\n")
+            run2 = client.create_flow_run_from_deployment(dep.id, parameters={"overrides": tiny})
+            state2 = _wait_final(client, run2.id, timeout=600)
+            assert state2.is_failed()
+            assert "stage finetune@authors failed" in state2.message
+            assert "row 1: label 'nobody' not in the declared labels" in state2.message
+    finally:
+        for p in reversed(procs):
+            _stop(p)
