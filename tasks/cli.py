@@ -322,30 +322,11 @@ def stack_status(state_dir: StateOpt = ".genpt/stack") -> None:
 
 
 def main() -> None:
-    from tasks.export import ExportError
-    from tasks.loaders import DatasetError
-    from tasks.manifest import IntegrityError
-    from tasks.params import ParamsError
-    from tasks.registry import RegistryError
-    from tasks.serve import BundleError
-    from tasks.stack import StackError
-    from tasks.tokenize import CorpusError
-    from tasks.validate import DataValidationError
+    from tasks.errors import GenptError
 
     try:
         app()
-    except (
-        ParamsError,
-        CorpusError,
-        DatasetError,
-        FileNotFoundError,
-        RegistryError,
-        StackError,
-        IntegrityError,
-        DataValidationError,
-        BundleError,
-        ExportError,
-    ) as e:
+    except (GenptError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.errors import GenptError
 from tasks.io import atomic_dir, atomic_write_text, write_json
 from tasks.manifest import MANIFEST, file_entries
 from tasks.params import ExportConfig, Params
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 FORMAT = "genpt-onnx/1"
 
 
-class ExportError(RuntimeError):
+class ExportError(GenptError, RuntimeError):
     """An exported model failed a check (parity with PyTorch, ONNX checker)."""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.errors import GenptError
 from tasks.params import DatasetConfig
 
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -38,7 +39,7 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
 QUOTE_NONE = 3  # csv.QUOTE_NONE: GLUE TSVs hold unbalanced quotes
 
 
-class DatasetError(ValueError):
+class DatasetError(GenptError, ValueError):
     """Bad labelled data; the message names file, row and rule."""
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from tasks.errors import GenptError
+
 MANIFEST = "manifest.json"
 
 
-class IntegrityError(ValueError):
+class IntegrityError(GenptError, ValueError):
     """A bundle file is missing or does not match its manifest entry."""
 
 

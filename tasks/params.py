@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from model.config import FinetuneConfig, ModelConfig, PretrainConfig, Strict, TokenizerConfig
+from tasks.errors import GenptError
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -36,7 +37,7 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-class ParamsError(ValueError):
+class ParamsError(GenptError, ValueError):
     """A params.yaml problem; the message names the file and key."""
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tasks import storage
+from tasks.errors import GenptError
 
 # S3 error codes worth retrying; anything else is permanent.
 TRANSIENT = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
@@ -25,7 +26,7 @@ AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
         "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}  # fmt: skip
 
 
-class RegistryError(RuntimeError):
+class RegistryError(GenptError, RuntimeError):
     """The registry refused or could not complete a request; the message says why."""
 
 

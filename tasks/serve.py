@@ -13,12 +13,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from tasks.errors import GenptError
 from tasks.manifest import MANIFEST, IntegrityError, verify_dir
 
 DEFAULT_CACHE = Path(os.environ.get("GENPT_CACHE", Path.home() / ".cache" / "genpt" / "bundles"))
 
 
-class BundleError(ValueError):
+class BundleError(GenptError, ValueError):
     """A bundle location or layout problem."""
 
 

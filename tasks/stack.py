@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks import storage
+from tasks.errors import GenptError
 from tasks.io import atomic_write_text, write_json
 
 STATE_DIR = Path(".genpt/stack")  # weed data, identities, pid, log
@@ -30,7 +31,7 @@ DVC_REMOTE = "storage"  # name of the default remote in .dvc/config
 DEFAULT_BUCKETS = ("genpt-dvc", "genpt-models")
 
 
-class StackError(RuntimeError):
+class StackError(GenptError, RuntimeError):
     """The local store could not be started, reached or stopped."""
 
 

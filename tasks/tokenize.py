@@ -23,13 +23,14 @@ import numpy as np  # noqa: E402
 
 from model.data import token_dtype
 from model.tokenizer import EOT, save_tokenizer, train_tokenizer
+from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
 from tasks.params import Params
 
 ENCODE_CHUNK_CHARS = 16_384
 
 
-class CorpusError(ValueError):
+class CorpusError(GenptError, ValueError):
     """Unreadable or empty pre-training text; the message names the file."""
 
 

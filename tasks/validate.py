@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
 from tasks.loaders import REQUIRED, TEXT_FIELDS, DatasetError, read_split, where
 from tasks.params import DatasetConfig, Params, ValidateConfig
@@ -34,7 +35,7 @@ WORD = re.compile(r"[^\W_]+")
 SHOW_ROWS = 5  # rows named per failed expectation
 
 
-class DataValidationError(ValueError):
+class DataValidationError(GenptError, ValueError):
     """Failed expectations; the message names file, rows and expectation."""
 
 
