@@ -8,7 +8,7 @@ P = ROOT / "params.yaml"
 
 def test_repo_params_load():
     p = load_params(P)
-    assert p.finetune.lm_coef == 0.5 and p.model.preset == "small"
+    assert p.finetune.lm_coef == 0.5 and p.model.preset in ("tiny", "small", "gpt1")
     assert p.datasets, "the default data needs at least one labelled dataset"
 
 
