@@ -13,17 +13,9 @@ from typing import Annotated
 
 import typer
 
-# Offline by design: nothing downloads or phones home at run time.
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "GX_ANALYTICS_ENABLED": "False",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "true",
-}.items():
-    os.environ.setdefault(_k, _v)
+from tasks import offline  # noqa: E402
+
+offline.apply(TOKENIZERS_PARALLELISM="true")
 
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False

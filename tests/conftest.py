@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "GX_ANALYTICS_ENABLED": "False",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TQDM_DISABLE": "1",
-}.items():
-    os.environ.setdefault(_k, _v)
+from tasks import offline  # noqa: E402
+
+offline.apply(TQDM_DISABLE="1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GENPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
