@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tasks import offline  # noqa: E402
+from tasks import offline
 
 offline.apply(TOKENIZERS_PARALLELISM="true")
 

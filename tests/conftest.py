@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import offline  # noqa: E402
+from tasks import offline
 
 offline.apply(TQDM_DISABLE="1")
 
