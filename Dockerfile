@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # genpt on NVIDIA GPUs: torch's CUDA build + onnxruntime-gpu, `genpt` as the entrypoint.
-# Installed the way README.md installs: `pip install torch==2.13.0`, then `pip install .`.
+# Installed the way README.md installs: `pip install torch==2.13.0`, then
+# `pip install . -c constraints.txt`.
 # On Linux x86_64, torch==2.13.0 from PyPI is the CUDA build; it brings the CUDA runtime and
 # cuDNN as nvidia-* wheels, which onnxruntime-gpu uses too, so the base image needs no CUDA
 # toolkit. The host needs an NVIDIA driver and the NVIDIA Container Toolkit (--gpus all).
@@ -16,10 +17,10 @@ WORKDIR /src
 # Dependency layers first, cached until pyproject.toml changes: torch, then genpt's
 # dependencies (installed from pyproject.toml with empty packages, then genpt removed).
 RUN pip install torch==2.13.0
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 RUN mkdir model tasks flows \
     && touch model/__init__.py tasks/__init__.py flows/__init__.py \
-    && pip install . \
+    && pip install . -c constraints.txt \
     && pip uninstall -y genpt
 # The code itself: a small, fast layer.
 COPY model model
