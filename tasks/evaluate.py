@@ -1,4 +1,5 @@
-"""Stage `evaluate`: a fine-tuned model on its dev split -> metrics, confusion matrix."""
+"""Stage `evaluate`: a fine-tuned model on its dev split -> metrics, confusion matrix
+(regression scores binned to 0.5)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ def run(params: Params, name: str) -> dict:
     lv = live(params.artifacts("live", "evaluate", name))
     for k, v in result.items():
         lv.log_metric(k, v, plot=False)
-    if not model.regression:
+    # A confusion matrix for every task type; regression scores are binned to 0.5 first.
+    if model.regression:
+        actual, predicted = (np.round(v * 2) / 2 for v in (gold, logits.reshape(-1)))
+        actual, predicted = [f"{v:.1f}" for v in actual], [f"{v:.1f}" for v in predicted]
+    else:
         names = ds.labels or [str(i) for i in range(logits.shape[-1])]
-        lv.log_sklearn_plot(
-            "confusion_matrix",
-            [names[i] for i in gold],
-            [names[i] for i in logits.argmax(-1)],
-            name="confusion_matrix.json",
-        )
+        actual, predicted = [names[i] for i in gold], [names[i] for i in logits.argmax(-1)]
+    lv.log_sklearn_plot("confusion_matrix", actual, predicted, name="confusion_matrix.json")
     lv.end()
     write_json(params.artifacts("eval", name, "metrics.json"), result)
     return result
