@@ -31,11 +31,11 @@ def test_tiny_pretraining_beats_unigram_baseline(tokens):
         ROOT / "params.yaml",
         _params(
             tokens,
-            "pretrain.steps=150",
+            "pretrain.steps=500",  # ~20 s on 2 idle cores
             "pretrain.lr=3e-3",
             "pretrain.batch_size=16",
-            "pretrain.seq_len=128",
-            "pretrain.eval_every=150",
+            "pretrain.seq_len=64",
+            "pretrain.eval_every=500",
         ),
     )
     metrics = pretrain.run(p)

@@ -56,7 +56,7 @@ def artifacts(tmp_path) -> Path:
 
 def _params(artifacts: Path, *extra: str):
     root = Path(__file__).resolve().parents[1]
-    return load_params(
+    p = load_params(
         root / "params.yaml",
         [
             f"paths.artifacts={artifacts}",
@@ -66,6 +66,7 @@ def _params(artifacts: Path, *extra: str):
             *extra,
         ],
     )
+    return p.model_copy(update={"datasets": {"authors": p.datasets["authors"]}})  # the fixture's
 
 
 def test_local_publish_then_fetch_verifies(artifacts, tmp_path, monkeypatch):

