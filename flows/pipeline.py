@@ -204,7 +204,9 @@ def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
             raise WorkspaceBusy(
                 f"stage {stage.name}: another DVC process holds {root}/.dvc/tmp/lock"
             )
-        errors = [ln for ln in tail if "error" in ln.lower()] or list(tail)
+        # from the first error line on: the stage's own message and its details
+        first = next((i for i, ln in enumerate(tail) if "error" in ln.lower()), 0)
+        errors = list(tail)[first:]
         raise StageFailed(
             f"stage {stage.name} failed (exit {proc.returncode}):\n" + "\n".join(errors)
         )

@@ -334,7 +334,8 @@ def test_deployment_on_a_real_server(tmp_path, tiny_overrides):
                 ws / "artifacts/eval/authors/metrics.json"
             ).exists()
 
-            # a dataset file with a bad label: that stage fails, and so does the flow run
+            # a dataset file with a bad label: validation (the first stage) fails, naming
+            # the file, row and expectation, and so does the flow run
             dev = ws / "data/finetune/authors/dev.jsonl"
             rows = dev.read_text().splitlines()
             bad = json.loads(rows[0]) | {"label": "nobody"}
@@ -342,8 +343,8 @@ def test_deployment_on_a_real_server(tmp_path, tiny_overrides):
             run2 = client.create_flow_run_from_deployment(dep.id, parameters={"overrides": tiny})
             state2 = _wait_final(client, run2.id, timeout=600)
             assert state2.is_failed()
-            assert "stage finetune@authors failed" in state2.message
-            assert "row 1: label 'nobody' not in the declared labels" in state2.message
+            assert "stage validate failed" in state2.message
+            assert "authors/dev.jsonl" in state2.message and "'nobody'" in state2.message
     finally:
         for p in reversed(procs):
             _stop(p)
