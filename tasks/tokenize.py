@@ -12,7 +12,6 @@ spreads them over all cores (TOKENIZERS_PARALLELISM) and skips offset tracking.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from model.data import token_dtype
 from model.tokenizer import EOT, save_tokenizer, train_tokenizer
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
+from tasks.manifest import sha256_file
 from tasks.params import Params
 
 ENCODE_CHUNK_CHARS = 16_384
@@ -92,19 +92,6 @@ def encode_docs(tokenizer, docs: list[str], dtype: np.dtype) -> list[np.ndarray]
         out.append(np.concatenate(arrays[i : i + len(ps)]) if ps else np.zeros(0, dtype))
         i += len(ps)
     return out
-
-
-def encode_text(tokenizer, text: str) -> list[int]:
-    """Token ids of one text (as encode_docs)."""
-    return encode_docs(tokenizer, [text], np.dtype(np.uint32))[0].tolist()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_shard(path: Path, docs: list[np.ndarray], eot: int, dtype: np.dtype) -> dict:
