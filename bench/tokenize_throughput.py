@@ -3,8 +3,10 @@
     PYTHONPATH=. python bench/tokenize_throughput.py [--shared ../shared/data] [--vocab-size 8192]
 
 Corpus: tinyshakespeare + the Gutenberg books + WikiText-2 (~18 MB). Encodes with the
-stage's parallel batch encoder (tasks/tokenize.py: encode_docs), then once more with
-TOKENIZERS_PARALLELISM=false (one thread) for comparison. Prints MB/s and tokens/s.
+stage's encoder (tasks/tokenize.py: encode_docs: tiktoken on all cores, a sample checked
+against the HF tokenizer), then on one thread, then with the HF tokenizer alone (batch,
+all cores, and one thread) for comparison, and checks that all four give the same ids.
+Prints MB/s and tokens/s.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def main() -> None:
     import numpy as np
 
     from model.tokenizer import train_tokenizer
-    from tasks.tokenize import encode_docs, read_document
+    from tasks.tokenize import chunks, encode_docs, read_document
 
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser()
@@ -49,16 +51,37 @@ def main() -> None:
     print(f"tokenizer training (vocab {len(tok)}): {time.perf_counter() - t:.1f} s")
 
     dtype = np.dtype(np.uint16)
-    for mode in ("true", "false"):
-        os.environ["TOKENIZERS_PARALLELISM"] = mode
+    pieces = [p for d in docs for p in chunks(d)]
+    hf = tok.backend_tokenizer
+
+    def stage(threads):
+        return np.concatenate(encode_docs(tok, docs, dtype, threads)[0])
+
+    def plain(parallel):
+        os.environ["TOKENIZERS_PARALLELISM"] = parallel
+        return np.concatenate(
+            [
+                np.asarray(e.ids, dtype)
+                for e in hf.encode_batch_fast(pieces, add_special_tokens=False)
+            ]
+        )
+
+    runs = {
+        "stage encoder, all cores": lambda: stage(None),
+        "stage encoder, 1 thread ": lambda: stage(1),
+        "HF tokenizers, all cores": lambda: plain("true"),
+        "HF tokenizers, 1 thread ": lambda: plain("false"),
+    }
+    first = None
+    for name, fn in runs.items():
         t = time.perf_counter()
-        ids = encode_docs(tok, docs, dtype)
+        ids = fn()
         dt = time.perf_counter() - t
-        n = sum(x.size for x in ids)
-        name = "parallel batch" if mode == "true" else "one thread    "
+        first = ids if first is None else first
+        same = "same ids" if np.array_equal(ids, first) else "DIFFERENT ids"
         print(
-            f"encode, {name}: {dt:.1f} s, {mb / dt:.2f} MB/s, {n / dt / 1e6:.2f} M tokens/s "
-            f"({n} tokens)"
+            f"encode, {name}: {dt:.2f} s, {mb / dt:5.2f} MB/s, "
+            f"{ids.size / dt / 1e6:.2f} M tok/s, {same}"
         )
 
 

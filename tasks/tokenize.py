@@ -5,29 +5,32 @@ tokens/{train,val}.bin and tokens/manifest.json (token counts, dtype, vocab size
 sha256 of every shard, source file and the tokenizer).
 
 Encoding cuts each document into ~ENCODE_CHUNK_CHARS pieces at line (else space)
-boundaries and encodes all pieces in one call of the Rust batch encoder, which
-spreads them over all cores (TOKENIZERS_PARALLELISM) and skips offset tracking.
+boundaries and encodes them on all cores with tiktoken, built from the trained BPE
+(model.tokenizer.fast_encoder). Every VERIFY_EVERY-th piece is also encoded by the HF
+tokenizer; on any difference the whole corpus is encoded by the HF tokenizer instead.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
 
-from model.data import token_dtype
-from model.tokenizer import EOT, save_tokenizer, train_tokenizer
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
 from tasks.manifest import sha256_file
 from tasks.params import Params
 
-ENCODE_CHUNK_CHARS = 16_384
+ENCODE_CHUNK_CHARS = 65_536
+VERIFY_EVERY = 32
+log = logging.getLogger(__name__)
 
 
 class CorpusError(GenptError, ValueError):
@@ -65,33 +68,62 @@ def split_document(text: str, val_fraction: float) -> tuple[str, str]:
     return "".join(lines[: len(lines) - n_val]), "".join(lines[len(lines) - n_val :])
 
 
+def _cut(text: str, i: int, j: int) -> int | None:
+    """The last k in (i, j) with whitespace at k after a non-space at k - 1, preferring a
+    newline. The pre-tokenizer always starts a piece there, so cutting changes no ids."""
+    for ch in ("\n", " "):
+        k = text.rfind(ch, i + 1, j)
+        while k > i:
+            if not text[k - 1].isspace():
+                return k
+            k = text.rfind(ch, i + 1, k)
+    return None
+
+
 def chunks(text: str, size: int = ENCODE_CHUNK_CHARS) -> list[str]:
-    """Pieces of about `size` chars that join back to `text`; cut after a newline, else
-    before a space (where the byte-level pre-tokenizer splits anyway), else anywhere."""
+    """Pieces of at most `size` chars that join back to `text`, cut where the pre-tokenizer
+    splits anyway (see _cut), else (no whitespace at all) anywhere."""
     out, i, n = [], 0, len(text)
     while i < n:
         j = min(i + size, n)
         if j < n:
-            k = text.rfind("\n", i, j)
-            if k < i:
-                k = text.rfind(" ", i + 1, j) - 1
-            j = k + 1 if k >= i else j
+            j = _cut(text, i, j) or j
         out.append(text[i:j])
         i = j
     return out
 
 
-def encode_docs(tokenizer, docs: list[str], dtype: np.dtype) -> list[np.ndarray]:
-    """Token ids of each document, encoded in parallel batches of small chunks."""
+def encode_docs(
+    tokenizer, docs: list[str], dtype: np.dtype, threads: int | None = None
+) -> tuple[list[np.ndarray], dict]:
+    """Token ids of each document, and how they were encoded (encoder, pieces checked)."""
+    from model.tokenizer import fast_encoder
+
     pieces = [chunks(d) for d in docs]
     flat = [p for ps in pieces for p in ps]
-    encs = tokenizer.backend_tokenizer.encode_batch_fast(flat, add_special_tokens=False)
-    arrays = [np.asarray(e.ids, dtype=dtype) for e in encs]
+    hf = tokenizer.backend_tokenizer
+    fast = fast_encoder(tokenizer)
+    info: dict = {"encoder": "tokenizers", "pieces": len(flat)}
+    arrays = None
+    if fast is not None:
+        with ThreadPoolExecutor(threads or len(os.sched_getaffinity(0))) as pool:
+            arrays = list(pool.map(lambda t: fast.encode_to_numpy(t, allowed_special="all"), flat))
+        sample = list(range(0, len(flat), VERIFY_EVERY))
+        ref = hf.encode_batch_fast([flat[i] for i in sample], add_special_tokens=False)
+        bad = [i for i, r in zip(sample, ref, strict=True) if r.ids != arrays[i].tolist()]
+        if bad:
+            log.warning("tiktoken and the HF tokenizer differ on piece %d: using HF", bad[0])
+            info["tiktoken_mismatch"], arrays = bad[0], None
+        else:
+            info = {"encoder": "tiktoken", "pieces": len(flat), "pieces_verified": len(sample)}
+    if arrays is None:
+        arrays = [e.ids for e in hf.encode_batch_fast(flat, add_special_tokens=False)]
+    arrays = [np.asarray(a, dtype=dtype) for a in arrays]
     out, i = [], 0
     for ps in pieces:
         out.append(np.concatenate(arrays[i : i + len(ps)]) if ps else np.zeros(0, dtype))
         i += len(ps)
-    return out
+    return out, info
 
 
 def write_shard(path: Path, docs: list[np.ndarray], eot: int, dtype: np.dtype) -> dict:
@@ -108,6 +140,9 @@ def write_shard(path: Path, docs: list[np.ndarray], eot: int, dtype: np.dtype) -
 
 
 def run(params: Params) -> dict:
+    from model.data import token_dtype
+    from model.tokenizer import EOT, save_tokenizer, train_tokenizer
+
     files = corpus_files(params.paths.corpus)
     docs = [read_document(f) for f in files]  # fail on bad input before any work
     pairs = [split_document(d, params.paths.val_fraction) for d in docs]
@@ -121,7 +156,8 @@ def run(params: Params) -> dict:
     eot, dtype = tok.convert_tokens_to_ids(EOT), token_dtype(len(tok))
 
     t0 = time.perf_counter()
-    ids = encode_docs(tok, [p[0] for p in pairs] + [p[1] for p in pairs if p[1]], dtype)
+    parts = [p[0] for p in pairs] + [p[1] for p in pairs if p[1]]
+    ids, encoder = encode_docs(tok, parts, dtype)
     train_ids, val_ids = ids[: len(pairs)], ids[len(pairs) :]
     t_enc = time.perf_counter() - t0
 
@@ -135,6 +171,7 @@ def run(params: Params) -> dict:
             "eot": eot,
             "tokenizer_sha256": tok_sha,
             "val_fraction": params.paths.val_fraction,
+            "encoder": encoder,
             "files": [{"path": str(f), "sha256": sha256_file(f)} for f in files],
             "train": [write_shard(d / "train.bin", train_ids, eot, dtype)],
             "val": [write_shard(d / "val.bin", val_ids, eot, dtype)],

@@ -104,9 +104,22 @@ def corpus_expectations(v: ValidateConfig) -> list:
     ]
 
 
-def record_key(r: dict, task_type: str) -> str:
-    parts = [str(r.get(k) or "") for k in TEXT_FIELDS[task_type]]
-    return "\t".join(parts + list(r.get("choices") or []))
+def record_keys(records: list[dict], task_type: str) -> tuple[list[str], list[str]]:
+    """Per record, its exact and normalized duplicate keys (all text fields and choices).
+
+    Each distinct field text is normalized once: RACE repeats an article per question.
+    """
+    cache: dict[str, str] = {}
+    exact, norm = [], []
+    for r in records:
+        parts = [str(r.get(k) or "") for k in TEXT_FIELDS[task_type]]
+        parts += [str(c) for c in r.get("choices") or []]
+        exact.append("\t".join(parts))
+        for p in parts:
+            if p not in cache:
+                cache[p] = normalize(p)
+        norm.append(" ".join(cache[p] for p in parts if cache[p]))
+    return exact, norm
 
 
 def split_rows(records: list[dict], task_type: str) -> tuple[list[str], dict[str, list]]:
@@ -217,11 +230,18 @@ class NgramIndex:
 
     def __init__(self, texts: list[str], n: int) -> None:
         self.n = n
-        self.table = np.unique(ngrams(texts, n)[0])
+        self.table = np.sort(ngrams(texts, n)[0])  # repeats are harmless to searchsorted
 
     def shares(self, texts: list[str]) -> np.ndarray:
         """Per text, the share of its n-grams found in the corpus (nan: under n words)."""
+        first: dict[str, int] = {}  # each distinct text is looked up once
+        which = [first.setdefault(t, len(first)) for t in texts]
+        return self._shares(list(first))[which]
+
+    def _shares(self, texts: list[str]) -> np.ndarray:
         h, owner = ngrams(texts, self.n)
+        order = np.argsort(h)  # sorted queries walk the table in order: fewer cache misses
+        h, owner = h[order], owner[order]
         total = np.bincount(owner, minlength=len(texts))
         i = np.searchsorted(self.table, h).clip(max=max(len(self.table) - 1, 0))
         found = self.table[i] == h if len(self.table) else np.zeros(len(h), bool)
@@ -238,10 +258,9 @@ def leak_flags(
     share: float,
 ) -> tuple[list[bool], list[bool], dict]:
     """Per record: same text as a train record (exact or normalized); text found in corpus."""
-    exact, norm = train_keys
-    keys = [record_key(r, task_type) for r in records]
-    is_exact = [k in exact for k in keys]
-    is_norm = [normalize(k) in norm for k in keys]
+    exact, norm = record_keys(records, task_type)
+    is_exact = [k in train_keys[0] for k in exact]
+    is_norm = [k in train_keys[1] for k in norm]
     in_corpus = np.zeros(len(records), bool)
     if index is not None:
         for field in TEXT_FIELDS[task_type]:
@@ -388,8 +407,7 @@ def validate(
             labels, cols = split_rows(records, cfg.task_type)
             st = {"rows": len(records), "skipped_rows": getattr(records, "skipped", 0)}
             if split == "train":
-                keys = [record_key(r, cfg.task_type) for r in records]
-                train_keys = (set(keys), {normalize(k) for k in keys})
+                train_keys = tuple(set(k) for k in record_keys(records, cfg.task_type))
             else:
                 cols["in_train"], cols["in_corpus"], leak = leak_flags(
                     records, cfg.task_type, train_keys, index, v.leak_ngram_share
