@@ -92,7 +92,7 @@ def main() -> None:
     from tasks.loaders import load_split
 
     rows = load_split(ds, "dev")
-    print(f"exporting to {work} (optimize={cfg.optimize}, int8 per_channel={cfg.int8_per_channel})")
+    print(f"exporting to {work} (int8 per_channel={cfg.int8_per_channel})")
     t0 = time.perf_counter()
     export.export_task(src, work / "cls", cfg.model_copy(update={"fp16": False}), rows[:16])
     model.lm.save_pretrained(str(work / "lm_hf"))
@@ -102,8 +102,8 @@ def main() -> None:
     print(f"export: {time.perf_counter() - t0:.0f} s; threads: {threads}; clock: {args.clock}")
 
     fp32, int8 = (
-        OnnxTaskModel(work / "cls", "fp32", "cpu"),
-        OnnxTaskModel(work / "cls", "int8", "cpu"),
+        OnnxTaskModel(work / "cls", "fp32", "cpu", threads),
+        OnnxTaskModel(work / "cls", "int8", "cpu", threads),
     )
     print("providers:", fp32.providers, int8.providers)
 

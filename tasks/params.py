@@ -105,7 +105,7 @@ class ExportConfig(Strict):
     datasets: list[str] | None = None  # fine-tuned models to export; None: every one found
     lm: bool = True  # the pre-trained LM with a KV cache, for generation
     opset: int = Field(18, ge=17)
-    optimize: bool = True  # ONNX Runtime transformer fusions (model_type gpt2)
+    optimize: bool = True  # ORT transformer fusions (gpt2) in the fp16 graph; CPU ones unfused
     fp16: bool = True  # model.fp16.onnx for the CUDA provider
     int8: bool = True  # model.int8.onnx, dynamically quantized, for CPU
     int8_op_types: list[str] = ["MatMul"]
