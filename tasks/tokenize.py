@@ -4,8 +4,9 @@ Outputs (under paths.artifacts): tokenizer/ (tokenizer.json + transformers files
 tokens/{train,val}.bin and tokens/manifest.json (token counts, dtype, vocab size,
 sha256 of every shard, source file and the tokenizer).
 
-Encoding cuts each document into ~ENCODE_CHUNK_CHARS pieces at line (else space)
-boundaries and encodes them on all cores with tiktoken, built from the trained BPE
+Encoding cuts each document into pieces of at most ENCODE_CHUNK_CHARS, where the
+pre-tokenizer splits anyway (so the ids equal whole-document encoding), and encodes
+them on all cores with tiktoken, built from the trained BPE
 (model.tokenizer.fast_encoder). Every VERIFY_EVERY-th piece is also encoded by the HF
 tokenizer; on any difference the whole corpus is encoded by the HF tokenizer instead.
 """
