@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,10 +15,27 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from model import inputs, metrics
-from model.config import FinetuneConfig
+from model.config import FinetuneConfig, ModelConfig
+from model.gpt import build_lm
 from model.pretrain import resolve_device
 from model.task_model import TaskModel
-from model.tokenizer import special_ids
+from model.tokenizer import load_tokenizer, special_ids
+
+
+def init_lm(init: str, pretrained: Path, tokenizer: Path, cfg: ModelConfig):
+    """(tokenizer, LM): the pre-trained LM, or (init='scratch') a fresh one of the same
+    shape and tokenizer, the no-pre-training ablation."""
+    if init == "pretrained":
+        from transformers import AutoModelForCausalLM
+
+        if not (pretrained / "config.json").exists():
+            raise FileNotFoundError(
+                f"{pretrained}: no pre-trained model (run `genpt pretrain`, "
+                "or fine-tune with --init scratch)"
+            )
+        return load_tokenizer(pretrained), AutoModelForCausalLM.from_pretrained(str(pretrained))
+    tok = load_tokenizer(tokenizer)
+    return tok, build_lm(cfg, len(tok), special_ids(tok))
 
 
 @dataclass
@@ -103,6 +122,15 @@ def predict(
     return np.concatenate(out)
 
 
+def evaluate(
+    model: TaskModel, examples: Sequence[Example], pad_id: int, device: torch.device | None = None
+) -> dict[str, float]:
+    """Every metric of the model's task type on labelled examples."""
+    logits = predict(model, examples, pad_id, device=device)
+    gold = np.array([e.label for e in examples])
+    return metrics.compute(logits, gold, model.regression)
+
+
 def finetune(
     model: TaskModel,
     train: Sequence[Example],
@@ -111,8 +139,15 @@ def finetune(
     pad_id: int,
     seed: int,
     log: Callable[[dict, int], None] | None = None,
+    tune: Sequence[Example] | None = None,
+    metric: str | None = None,
 ) -> dict:
-    """Train `model` in place for cfg.epochs; returns the final dev metrics."""
+    """Train `model` in place for cfg.epochs; returns the final dev metrics.
+
+    With a `tune` split (carved from train, never the reported one), the epoch whose
+    tune `metric` is best is kept (early stopping): its weights are restored at the end,
+    and the result adds `tune/<metric>` and `best_epoch`.
+    """
     device = resolve_device(cfg.device)
     model.to(device).train()
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -134,7 +169,7 @@ def finetune(
     )
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    step, dev_metrics = 0, {}
+    step, dev_metrics, best = 0, {}, None
     bar = tqdm(total=total, desc="finetune", unit="step", mininterval=2.0)
     for epoch in range(cfg.epochs):
         model.train()
@@ -154,12 +189,19 @@ def finetune(
                 log({"train/loss": loss.item(), "train/lr": sched.get_last_lr()[0]}, step)
             bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
             bar.update(1)
-        logits = predict(model, dev, pad_id, device=device)
-        gold = np.array([e.label for e in dev])
-        dev_metrics = {
-            f"dev/{k}": v for k, v in metrics.compute(logits, gold, model.regression).items()
-        }
-        if log:
-            log(dev_metrics, step)
+        if tune is not None:
+            score = evaluate(model, tune, pad_id, device)[metric]
+            if best is None or score > best[0]:
+                best = (score, epoch + 1, copy.deepcopy(model.state_dict()))
+            if log:
+                log({f"tune/{metric}": score}, step)
+        else:
+            dev_metrics = {f"dev/{k}": v for k, v in evaluate(model, dev, pad_id, device).items()}
+            if log:
+                log(dev_metrics, step)
     bar.close()
+    if best is not None:
+        model.load_state_dict(best[2])
+        dev_metrics = {f"dev/{k}": v for k, v in evaluate(model, dev, pad_id, device).items()}
+        dev_metrics.update({f"tune/{metric}": best[0], "best_epoch": best[1]})
     return dev_metrics

@@ -37,3 +37,13 @@ def majority_baseline(train_gold: np.ndarray, dev_gold: np.ndarray) -> float:
     """Accuracy on dev of always predicting the most common training label."""
     values, counts = np.unique(train_gold, return_counts=True)
     return float(np.mean(dev_gold == values[counts.argmax()]))
+
+
+def trivial_baseline(train_gold: np.ndarray, dev_gold: np.ndarray, regression: bool) -> dict:
+    """Every metric of a constant predictor: the most common training label (or choice
+    index), or the mean training score for regression (correlations are then 0)."""
+    if regression:
+        const = np.full(len(dev_gold), float(np.mean(train_gold)))
+        return regression_metrics(const, dev_gold.astype(float))
+    values, counts = np.unique(train_gold, return_counts=True)
+    return classification_metrics(np.full(len(dev_gold), values[counts.argmax()]), dev_gold)

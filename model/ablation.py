@@ -1,0 +1,56 @@
+"""Statistics of the ablation study (GPT-1, Table 5): seeds -> mean ± std, gains with
+95% intervals, and the average over datasets.
+
+A gain compares two arms run over independent seeds, so its interval is Welch's
+t-interval for a difference of means. The average gain over datasets is the mean of
+the per-dataset gains; its variance is the sum of theirs over D², with
+Welch-Satterthwaite degrees of freedom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (ddof=1; 0 for a single run)."""
+    v = np.asarray(values, dtype=float)
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return {"mean": float(v.mean()), "std": std, "n": len(v), "values": v.tolist()}
+
+
+def _var_of_mean(v: np.ndarray) -> float:
+    return float(v.var(ddof=1) / len(v))
+
+
+def _welch(parts: list[tuple[np.ndarray, np.ndarray]], scale: float) -> tuple[float, float]:
+    """(variance, degrees of freedom) of scale * sum_d (mean(a_d) - mean(b_d))."""
+    terms = [_var_of_mean(x) for a, b in parts for x in (a, b)]
+    dofs = [len(x) - 1 for a, b in parts for x in (a, b)]
+    var = scale**2 * sum(terms)
+    denom = sum(t**2 / d for t, d in zip(terms, dofs, strict=True))
+    df = sum(terms) ** 2 / denom if denom > 0 else float("inf")
+    return var, df
+
+
+def _interval(mean: float, var: float, df: float, level: float) -> dict:
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * var**0.5 if var > 0 else 0.0
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "df": df, "level": level}
+
+
+def gain(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """mean(a) - mean(b) with Welch's interval; lo/hi are None with fewer than 2 runs each."""
+    return average_gain([(a, b)], level)
+
+
+def average_gain(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], level: float = 0.95):
+    """The mean over datasets of mean(a_d) - mean(b_d), with its interval."""
+    parts = [(np.asarray(a, float), np.asarray(b, float)) for a, b in pairs]
+    mean = float(np.mean([a.mean() - b.mean() for a, b in parts]))
+    if any(min(len(a), len(b)) < 2 for a, b in parts):
+        return {"mean": mean, "lo": None, "hi": None, "df": None, "level": level}
+    var, df = _welch(parts, 1 / len(parts))
+    return _interval(mean, var, df, level)
