@@ -25,6 +25,8 @@ CORPUS_BOOKS = {
     "1661.txt": "sherlock_holmes",
     "84-0.txt": "frankenstein",
 }
+# Next-sentence choice (Story Cloze's shape): more held-out books, in neither set above.
+CLOZE_BOOKS = ["120-0.txt", "514.txt", "1400-0.txt", "2701-0.txt"]
 # Authorship classification: held-out books (not in the corpus), one per author.
 AUTHOR_BOOKS = {
     "158-0.txt": "austen",
@@ -57,6 +59,28 @@ def paragraphs(text: str, lo: int = 200, hi: int = 700) -> list[str]:
     return out
 
 
+SENTENCE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"”’]))\s+(?=[\"“‘]?[A-Z])")
+
+
+def cloze_rows(text: str, rng: random.Random, n: int) -> list[dict]:
+    """Multiple choice: up to 4 sentences of a paragraph as context; the choices are the
+    sentence that follows it and a sentence from another paragraph of the same book."""
+    paras = [SENTENCE.split(p) for p in paragraphs(text, 200, 1200)]
+    paras = [s for s in paras if len(s) >= 4 and all(15 <= len(x) <= 250 for x in s)]
+    rng.shuffle(paras)
+    rows = []
+    for i, sents in enumerate(paras[:n]):
+        k = min(4, len(sents) - 1)
+        other = paras[(i + 1 + rng.randrange(len(paras) - 1)) % len(paras)]
+        choices = [sents[k], rng.choice(other)]
+        label = rng.randrange(2)
+        if label:
+            choices.reverse()
+        rows.append({"context": " ".join(sents[:k]), "question": "", "choices": choices,
+                     "label": label})  # fmt: skip
+    return rows
+
+
 def write_jsonl(rows: list[dict], path: Path) -> None:
     from tasks.loaders import dump_jsonl
 
@@ -67,7 +91,7 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 def build_labelled(shared: Path) -> None:
     """snli (entailment), stsb (similarity, score 0-5), arc (multiple choice)."""
     from tasks import loaders
-    from tasks.validate import normalize, record_key
+    from tasks.validate import record_keys
 
     out = HERE / "finetune"
     # SNLI: the shared subset holds the first ~1.3k lines of the official dev and test
@@ -81,12 +105,9 @@ def build_labelled(shared: Path) -> None:
     random.Random(1).shuffle(train)
     write_jsonl(train[:2000], out / "stsb" / "train.jsonl")
     # dev pairs that repeat a train pair (normalized) are dropped: no train/dev leakage.
-    seen = {normalize(record_key(r, "similarity")) for r in train[:2000]}
-    dev = [
-        r
-        for r in loaders.glue_stsb(str(stsb / "dev.tsv"))
-        if normalize(record_key(r, "similarity")) not in seen
-    ]
+    seen = set(record_keys(train[:2000], "similarity")[1])
+    dev = loaders.glue_stsb(str(stsb / "dev.tsv"))
+    dev = [r for r, k in zip(dev, record_keys(dev, "similarity")[1], strict=True) if k not in seen]
     write_jsonl(dev, out / "stsb" / "dev.jsonl")
     # ARC: Easy + Challenge (3 to 5 choices), train shuffled (so max_train_examples takes a
     # fair sample).
@@ -130,6 +151,18 @@ def main() -> None:
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
     build_labelled(shared)
+    build_cloze(shared)
+
+
+def build_cloze(shared: Path) -> None:
+    rng, rows = random.Random(3), []
+    for name in CLOZE_BOOKS:
+        text = strip_gutenberg((shared / "gutenberg" / name).read_text(encoding="utf-8-sig"))
+        rows += cloze_rows(text, rng, 300)
+    rng.shuffle(rows)
+    n_dev = len(rows) // 4
+    write_jsonl(rows[n_dev:], HERE / "finetune" / "cloze" / "train.jsonl")
+    write_jsonl(rows[:n_dev], HERE / "finetune" / "cloze" / "dev.jsonl")
 
 
 if __name__ == "__main__":

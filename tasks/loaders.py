@@ -21,6 +21,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from tasks.errors import GenptError
 from tasks.params import DatasetConfig
 
@@ -459,17 +461,41 @@ def check_records(records: list[dict], cfg: DatasetConfig, path: str) -> None:
                 )
 
 
+def split_path(cfg: DatasetConfig, split: str) -> str | None:
+    """The file a split is read from: with `holdout`, dev comes from the train file."""
+    return cfg.train if split == "dev" and cfg.holdout else getattr(cfg, split)
+
+
 def read_split(cfg: DatasetConfig, split: str) -> Records:
-    """Canonical records of the dataset's `split` ('train' or 'dev'), unchecked."""
+    """Canonical records of the dataset's `split` ('train', 'dev' or 'test'), unchecked.
+
+    With `holdout: N`, N random rows of the train file (seed 0) are dev, the rest train,
+    as the original GPT code split Story Cloze's validation set."""
     if cfg.adapter not in ADAPTERS:
         raise DatasetError(f"unknown adapter {cfg.adapter!r}; known: {sorted(ADAPTERS)}")
-    return ADAPTERS[cfg.adapter](getattr(cfg, split))
+    rows = ADAPTERS[cfg.adapter](split_path(cfg, split))
+    if not cfg.holdout or split == "test":
+        return rows
+    if cfg.holdout >= len(rows):
+        raise DatasetError(f"{cfg.train}: holdout {cfg.holdout} needs more than {len(rows)} rows")
+    dev = set(np.random.default_rng(0).permutation(len(rows))[: cfg.holdout].tolist())
+    out = Records(r for i, r in enumerate(rows) if (i in dev) == (split == "dev"))
+    out.skipped = rows.skipped
+    return out
+
+
+def subsample(rows: list, n: int | None, seed: int) -> list:
+    """At most n rows, a fixed random choice kept in file order (a label budget)."""
+    if n is None or n >= len(rows):
+        return rows
+    keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:n])
+    return [rows[i] for i in keep]
 
 
 def load_split(cfg: DatasetConfig, split: str) -> Records:
     """Canonical, checked records of the dataset's `split` ('train' or 'dev')."""
     records = read_split(cfg, split)
-    check_records(records, cfg, getattr(cfg, split))
+    check_records(records, cfg, split_path(cfg, split))
     return records
 
 

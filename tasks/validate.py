@@ -14,6 +14,7 @@ failed expectation raises DataValidationError naming file, rows and expectation.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ import numpy as np
 
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
-from tasks.loaders import REQUIRED, TEXT_FIELDS, DatasetError, read_split, where
+from tasks.loaders import REQUIRED, TEXT_FIELDS, DatasetError, read_split, split_path, where
 from tasks.params import DatasetConfig, Params, ValidateConfig
 from tasks.tokenize import corpus_files
 
@@ -355,6 +356,14 @@ def describe_failures(result, where_: str, frame, at: dict[str, str] | None = No
 # --- the stage -----------------------------------------------------------------------------
 
 
+def records_sha256(records: list[dict]) -> str:
+    """A digest of the rows as loaded, whatever the source format."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()
+
+
 def _balance(values: list) -> dict:
     c = Counter(str(v) for v in values)
     n = sum(c.values()) or 1
@@ -396,7 +405,7 @@ def validate(
     for name, cfg in params.datasets.items():
         stats, train_keys = {}, (set(), set())
         for split in (only or {}).get(name, ("train", "dev", "test")):
-            path = getattr(cfg, split)
+            path = split_path(cfg, split)
             if path is None:
                 continue
             try:
@@ -406,6 +415,7 @@ def validate(
                 continue
             labels, cols = split_rows(records, cfg.task_type)
             st = {"rows": len(records), "skipped_rows": getattr(records, "skipped", 0)}
+            st["sha256"] = records_sha256(records)  # stages depending on summary.json see edits
             if split == "train":
                 train_keys = tuple(set(k) for k in record_keys(records, cfg.task_type))
             else:

@@ -42,12 +42,18 @@ def pair(i, label="yes"):
 
 @pytest.mark.slow
 def test_default_data_passes(tmp_path):
-    s = validate.run(load_params("params.yaml", [f"paths.artifacts={tmp_path}"]))
+    arc = "data/finetune/arc"  # in data/, not in the default datasets: validated here
+    arc = f"{{task_type: multiple_choice, train: {arc}/train.jsonl, dev: {arc}/dev.jsonl}}"
+    s = validate.run(
+        load_params("params.yaml", [f"paths.artifacts={tmp_path}", f"datasets.arc={arc}"])
+    )
     assert s["success"] and s["failures"] == []
     assert s["corpus"]["files"] == 5 and s["corpus"]["duplicate_docs"] == 0
     assert s["datasets"]["authors"]["train"]["class_balance"]["austen"] > 0.2
     counts = s["datasets"]["arc"]["dev"]["choice_counts"]  # ARC has 3 to 5 choices
     assert set(counts) <= {"3", "4", "5"} and counts["4"] > 0.9
+    assert s["datasets"]["cloze"]["dev"]["choice_counts"] == {"2": 1.0}
+    assert len(s["datasets"]["snli"]["train"]["sha256"]) == 64  # stages see data edits
     assert s["datasets"]["stsb"]["dev"]["leak_train_normalized"] == 0
     out = tmp_path / "validate"
     assert json.loads((out / "summary.json").read_text())["success"]
