@@ -218,10 +218,21 @@ def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
             key=f"{_slug(stage.name)}-metrics",
             description=f"metrics of stage {stage.name}",
         )
+    for rel in stage.outs:  # a stage's table (e.g. the ablation report) as a table artifact
+        if Path(rel).name == "table.json" and (Path(root) / rel).is_file():
+            rows = json.loads((Path(root) / rel).read_text(encoding="utf-8"))
+            create_table_artifact(rows, key=f"{_slug(stage.name)}-table", description=rel)
     uri = published_uri(Path(root), stage, lines)
     if uri:
         create_link_artifact(uri, link_text=uri, key=f"{_slug(stage.name)}-bundle")
     return {"stage": stage.name, "ran": ran, "metrics": metrics, "uri": uri}
+
+
+def dataset_of(stage: str, datasets: set[str]) -> str | None:
+    """The dataset of `STAGE@NAME` (foreach) or `STAGE@NAME-ARM` (matrix) stages."""
+    key = stage.partition("@")[2]
+    found = [d for d in datasets if key == d or key.startswith(f"{d}-")]
+    return max(found, key=len) if found else None
 
 
 def common_overrides(
@@ -276,7 +287,7 @@ def pipeline(
         write_params(root, sets)
         skip = known - set(datasets) if datasets else set()
         for stage in read_stages(root):
-            if "@" in stage.name and stage.name.split("@", 1)[1] in skip:
+            if dataset_of(stage.name, known) in skip:
                 log.info("stage %s: dataset not selected, not run", stage.name)
                 continue
             task_ = run_stage.with_options(

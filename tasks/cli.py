@@ -123,6 +123,30 @@ def evaluate(
 
 
 @app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="dataset")],
+    arm: Annotated[str, typer.Argument(help="arm of study.arms: full | no_aux | scratch | ...")],
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+) -> None:
+    """One arm of the ablation on one dataset over study.seeds; writes study/NAME/ARM.json."""
+    from tasks import study as stage
+
+    p = _params(params, set_)
+    _names(p, [name])
+    _print(stage.run(p, name, arm))
+
+
+@app.command()
+def report(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
+    """The ablation report (GPT-1 Table 5): tables, gains with 95% intervals, chart."""
+    from tasks import report as stage
+
+    out = stage.run(_params(params, set_))
+    typer.echo(out["markdown"])
+
+
+@app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="text to continue")] = "",
     model: Annotated[str | None, typer.Option(help="HF model dir (default: pretrain/hf)")] = None,
@@ -257,11 +281,17 @@ def publish(
     target: Annotated[
         str | None, typer.Option(help="auto | s3 | local (default: publish.target)")
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="publish even if the quality gate fails (recorded in the manifest)")
+    ] = False,
 ) -> None:
-    """Upload the model bundle to s3://BUCKET/models/NAME/VERSION/ (or publish.local_dir)."""
+    """Upload the model bundle to s3://BUCKET/models/NAME/VERSION/ (or publish.local_dir).
+
+    The quality gate (params `gate:`) runs first: a model that fails it is not published.
+    """
     from tasks import publish as stage
 
-    _print(stage.run(_params(params, set_), version=version, target=target))
+    _print(stage.run(_params(params, set_), version=version, target=target, force=force))
 
 
 @app.command()

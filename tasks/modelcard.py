@@ -88,12 +88,28 @@ def _table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def gate_section(gate: dict) -> str:
+    """The quality gate's verdict and figures (tasks/gate.py)."""
+    if not gate.get("enabled", True):
+        return "Quality gate: disabled (`gate.enabled: false`)."
+    verdict = "passed" if gate["passed"] else "FAILED, published with --force"
+    rows = [
+        f"| {c['check']} | {c['dataset'] or 'all'} | {c['what']} | {c['value']:.2f} "
+        f"| {c['rule']} {c['threshold']} | {'yes' if c['passed'] else 'no'} |"
+        for c in gate["checks"]
+    ]
+    head = "| check | dataset | figure | points | rule | passed |\n|---|---|---|---|---|---|"
+    return f"Quality gate: **{verdict}**.\n\n" + head + "\n" + "\n".join(rows)
+
+
 def model_card(params: Params, name: str, version: str, fmt: str, metrics: dict,
-               plots: dict[str, str], lineage: dict) -> str:  # fmt: skip
+               plots: dict[str, str], lineage: dict, report: str | None = None,
+               gate: dict | None = None) -> str:  # fmt: skip
     """README.md: data, params, metrics, plots, intended use, limits, lineage."""
     m, tokens = params.model, metrics.get("tokens", {})
     datasets = "\n".join(
-        f"- **{n}** ({d.task_type}, metric {d.metric}): train `{d.train}`, dev `{d.dev}`"
+        f"- **{n}** ({d.task_type}, metric {d.metric}): train `{d.train}`, dev "
+        + (f"`{d.dev}`" if d.dev else f"{d.holdout} held-out rows of train")
         + (f", labels {', '.join(d.labels)}" if d.labels else "")
         for n, d in params.datasets.items()
     )
@@ -121,7 +137,7 @@ and the lineage below). Download and verify with
 `genpt fetch DEST --version {version} -S publish.name={name}`.
 
 ## Data
-- Pre-training corpus: {", ".join(f"`{f}`" for f in tokens.get("files", params.paths.corpus))}
+- Pre-training corpus: {", ".join(f"`{f}`" for f in tokens.get("files") or params.paths.corpus)}
   ({tokens.get("train_tokens", "?")} train / {tokens.get("val_tokens", "?")} validation tokens,
   vocabulary {tokens.get("vocab_size", params.tokenizer.vocab_size)}).
 {datasets or "- no fine-tuning datasets"}
@@ -146,6 +162,10 @@ Fine-tuning (last dev evaluation, with the majority-class baseline):
 {_table(ft) if ft else "(none)"}
 
 {images}
+
+{report + chr(10) * 2 + "![Ablation](report/ablation.png)" if report else "No ablation report."}
+
+{gate_section(gate) if gate else ""}
 
 ## Intended use
 Research and teaching: a small, fully reproducible GPT-1 pipeline; text classification of

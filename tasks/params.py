@@ -53,7 +53,8 @@ class DatasetConfig(Strict):
     task_type: Literal["classification", "entailment", "similarity", "multiple_choice"]
     adapter: str = "canonical"  # loader for the files' format (tasks/loaders.py)
     train: str
-    dev: str
+    dev: str | None = None  # None: `holdout` rows of train are the dev split
+    holdout: int | None = Field(None, gt=0)  # dev = this many random rows of train (seed 0)
     test: str | None = None  # optional labelled held-out split: validated and leak-checked
     labels: list[str] | None = None  # class names in order; None: regression or choices
     metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] = "accuracy"
@@ -64,6 +65,8 @@ class DatasetConfig(Strict):
         needs_labels = self.task_type in ("classification", "entailment")
         if needs_labels and not self.labels:
             raise ValueError(f"task type {self.task_type} needs `labels`")
+        if (self.dev is None) == (self.holdout is None):
+            raise ValueError("set exactly one of `dev` (a file) and `holdout` (rows of train)")
         return self
 
 
@@ -116,6 +119,52 @@ class ExportConfig(Strict):
     triton_max_batch_size: int = Field(32, gt=0)
 
 
+ARMS = ("full", "no_aux", "scratch")  # the product, lambda = 0, no pre-training
+
+
+class ArmConfig(Strict):
+    """One arm of the ablation study, `study.arms.NAME` (a `study@DATASET-NAME` stage)."""
+
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    lm_coef: float | None = Field(None, ge=0)  # None: the dataset's finetune.lm_coef (lambda)
+    lrs: list[float] | None = None  # searched on the tune split with seeds[0]; None: finetune.lr
+    epochs: int | None = Field(None, gt=0)  # at most; the best on the tune split is kept
+
+
+class StudyConfig(Strict):
+    """`genpt study` / `genpt report`: GPT-1's Table 5 ablation over seeds."""
+
+    seeds: list[int] = Field([1, 2, 3], min_length=1)
+    tune_fraction: float = Field(0.2, gt=0, lt=1)  # of train, for lr search and early stopping
+    arms: dict[str, ArmConfig] = {
+        "full": ArmConfig(),
+        "no_aux": ArmConfig(lm_coef=0.0),
+        "scratch": ArmConfig(init="scratch"),
+    }
+    zero_shot: bool = True  # multiple choice: rank answers by the pre-trained LM alone
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        for name, arm in self.arms.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"arm name {name!r}: use lowercase letters, digits and _")
+            want = {"full": "pretrained", "no_aux": "pretrained", "scratch": "scratch"}.get(name)
+            if want and arm.init != want:
+                raise ValueError(f"arms.{name}: init must be {want}")
+        if self.arms.get("no_aux") and self.arms["no_aux"].lm_coef != 0:
+            raise ValueError("arms.no_aux: lm_coef must be 0")
+        return self
+
+
+class GateConfig(Strict):
+    """`genpt publish` refuses a model below these (points: metric x 100)."""
+
+    enabled: bool = True
+    min_over_baseline: float = 1.0  # every dataset: product metric - trivial baseline
+    min_pretraining_gain: float = 1.0  # average over datasets: full - scratch (study means)
+    max_drop_vs_latest: float = 5.0  # every dataset: published `latest` - product metric
+
+
 class Params(Strict):
     seed: int = 1337
     paths: PathsConfig = PathsConfig()
@@ -128,6 +177,8 @@ class Params(Strict):
     datasets: dict[str, DatasetConfig] = {}
     publish: PublishConfig = PublishConfig()
     export: ExportConfig = ExportConfig()
+    study: StudyConfig = StudyConfig()
+    gate: GateConfig = GateConfig()
 
     def finetune_for(self, name: str) -> FinetuneConfig:
         """The finetune section with dataset `name`'s overrides applied."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from tasks import gate
 from tasks.io import write_json
 from tasks.manifest import MANIFEST, file_entries, verify_dir
 from tasks.modelcard import model_card, render_plots
@@ -68,7 +69,7 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build_bundle(params: Params, root: Path, name: str, version: str) -> dict:
+def build_bundle(params: Params, root: Path, name: str, version: str, gate: dict) -> dict:
     """Lay the bundle out in `root` (a local staging dir); returns its manifest."""
     art = params.artifacts
     export = art(params.publish.export_dir)
@@ -80,6 +81,8 @@ def build_bundle(params: Params, root: Path, name: str, version: str) -> dict:
         for n in params.datasets:
             _copy(art("finetune", n), root / "finetune" / n)
     _copy(art("tokenizer"), root / "tokenizer")
+    if art("report").is_dir():
+        _copy(art("report"), root / "report")
 
     tok = _json(art("tokens", "manifest.json"))
     metrics = {
@@ -98,7 +101,9 @@ def build_bundle(params: Params, root: Path, name: str, version: str) -> dict:
     (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     plots = render_plots(params, root / "plots")
     lin = lineage(params)
-    card = model_card(params, name, version, fmt, metrics, plots, lin)
+    md = root / "report" / "report.md"
+    report = md.read_text(encoding="utf-8") if md.exists() else None
+    card = model_card(params, name, version, fmt, metrics, plots, lin, report, gate)
     (root / "README.md").write_text(card, encoding="utf-8")
     return {
         "name": name,
@@ -107,10 +112,22 @@ def build_bundle(params: Params, root: Path, name: str, version: str) -> dict:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": file_entries(root),
         "lineage": lin,
+        "gate": gate,
     }
 
 
-def run(params: Params, version: str | None = None, target: str | None = None) -> dict:
+def latest_metrics(store, name: str) -> dict[str, float] | None:
+    """The product metrics the gate recorded for the published `latest` (None: none)."""
+    latest = read_json(store, f"models/{name}/latest")
+    if latest is None:
+        return None
+    manifest = read_json(store, f"models/{name}/{latest['version']}/{MANIFEST}") or {}
+    return (manifest.get("gate") or {}).get("metrics")
+
+
+def run(
+    params: Params, version: str | None = None, target: str | None = None, force: bool = False
+) -> dict:
     cfg = params.publish
     name, version = cfg.name, version or cfg.version or default_version()
     store = open_store(target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
@@ -119,10 +136,13 @@ def run(params: Params, version: str | None = None, target: str | None = None) -
     if store.get_bytes(f"{prefix}/{MANIFEST}") is not None:
         raise RegistryError(f"{store.uri}/{prefix} already published; versions are immutable")
 
+    report = _json(params.artifacts("report", "metrics.json")) or None
+    verdict = gate.enforce(params, report, latest_metrics(store, name), force)  # before upload
+
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genpt-publish-") as tmp:
         root = Path(tmp)
-        manifest = build_bundle(params, root, name, version)
+        manifest = build_bundle(params, root, name, version, verdict)
         for rel in manifest["files"]:
             store.put_file(f"{prefix}/{rel}", root / rel)
         store.put_bytes(f"{prefix}/{MANIFEST}", _dumps(manifest))  # the version now exists
@@ -135,6 +155,7 @@ def run(params: Params, version: str | None = None, target: str | None = None) -
         "files": len(manifest["files"]) + 1,
         "bytes": sum(e["bytes"] for e in manifest["files"].values()),
         "seconds": round(time.perf_counter() - t0, 3),
+        "gate": {"passed": verdict["passed"], "forced": verdict.get("forced", False)},
     }
     write_json(params.artifacts("publish", "receipt.json"), receipt)
     return receipt

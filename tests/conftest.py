@@ -80,6 +80,10 @@ def tiny_overrides(tmp_path) -> list[str]:
         "pretrain.warmup_steps=5",
         "finetune.epochs=1",
         "finetune.max_train_examples=64",
+        "study.seeds=[1]",
+        "study.arms.scratch.lrs=[1.0e-3]",
+        "gate.min_over_baseline=-100",  # 30 pre-training steps show no gain: gate the plumbing
+        "gate.min_pretraining_gain=-100",
     ]
 
 

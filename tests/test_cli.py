@@ -8,7 +8,20 @@ import pytest
 
 from tests.conftest import ROOT
 
-COMMANDS = ["tokenize", "pretrain", "finetune", "evaluate", "generate", "pipeline"]
+COMMANDS = [
+    "validate",
+    "tokenize",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "study",
+    "report",
+    "generate",
+    "export",
+    "pipeline",
+    "publish",
+    "fetch",
+]
 
 
 def genpt(*args, check=True):
@@ -30,6 +43,10 @@ def test_help_lists_and_explains_every_command():
     assert "--resume" in genpt("pretrain", "--help").stdout
     assert "scratch" in genpt("finetune", "--help").stdout
     assert "--top-p" in genpt("generate", "--help").stdout
+    assert (
+        "--force" in genpt("publish", "--help").stdout
+        and "--bundle" in genpt("predict", "--help").stdout
+    )
 
 
 def test_bad_params_fail_fast_with_the_key(tmp_path):

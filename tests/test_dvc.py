@@ -83,6 +83,15 @@ TINY = {
         "warmup_steps": 5,
     },
     "finetune": {"epochs": 1, "max_train_examples": 64},
+    "study": {
+        "seeds": [1, 2],
+        "arms": {
+            "full": {},
+            "no_aux": {"lm_coef": 0.0},
+            "scratch": {"init": "scratch", "lrs": [1e-3]},
+        },
+    },
+    "gate": {"min_over_baseline": -100.0, "min_pretraining_gain": -100.0},  # 20 steps: no gain
 }
 
 
@@ -120,6 +129,8 @@ def test_pipeline_repro_is_incremental(tmp_path):
         "finetune@authors2",
         "evaluate@authors",
         "evaluate@authors2",
+        *(f"study@{d}-{a}" for d in ("authors", "authors2") for a in ("full", "no_aux", "scratch")),
+        "report",
         "export",
         "publish",
     }
@@ -133,11 +144,13 @@ def test_pipeline_repro_is_incremental(tmp_path):
     third = sh(repo, "dvc", "repro", **env).stdout
     # validate reads `datasets` as a whole, so it re-checks (cheaply); its summary is
     # unchanged, so tokenize, pretrain and the other dataset are skipped.
-    after = {"finetune@authors2", "evaluate@authors2", "export", "publish"}
+    after = {"finetune@authors2", "evaluate@authors2", "export", "publish", "report"}
+    after |= {f"study@authors2-{a}" for a in ("full", "no_aux", "scratch")}
     assert _ran(third) - {"validate"} == after
 
     metrics = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "artifacts/eval/authors2/metrics.json" in metrics and "accuracy" in metrics
+    assert "artifacts/report/metrics.json" in metrics and "gain_pretraining" in metrics
     sh(repo, "dvc", "plots", "show", "-o", "plots_html")
     html = (repo / "plots_html" / "index.html").read_text()
     assert "confusion_matrix" in html and "pretrain loss" in html and "accuracy_tsv" in html

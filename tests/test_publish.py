@@ -35,6 +35,13 @@ def artifacts(tmp_path) -> Path:
         "finetune/authors/task.json": '{"task_type": "classification"}',
         "finetune/authors/metrics.json": '{"dev/accuracy": 0.3, "dev/majority_baseline": 0.27}',
         "eval/authors/metrics.json": '{"accuracy": 0.3, "examples": 4}',
+        # the ablation report, above the quality gate's default thresholds (test_gate.py)
+        "report/metrics.json": json.dumps(
+            {
+                "datasets": {"authors": {"baseline": 27.0}},
+                "average": {"gain_pretraining": {"mean": 4.0, "lo": 1.0, "hi": 7.0}},
+            }
+        ),
         "live/pretrain/plots/metrics/train/loss.tsv": "step\tloss\n1\t7.0\n2\t6.5\n",
         "live/pretrain/plots/metrics/val/loss.tsv": "step\tloss\n2\t6.6\n",
         "live/finetune/authors/plots/metrics/train/loss.tsv": "step\tloss\n1\t4.6\n2\t4.5\n",

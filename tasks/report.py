@@ -1,0 +1,229 @@
+"""Stage `report`: the ablation study in the shape of GPT-1's Table 5.
+
+Reads study/DATASET/ARM.json and writes report/:
+- metrics.json: per dataset, each arm's mean ± std over seeds, the trivial baseline, the
+  gains of pre-training (full - scratch) and of the auxiliary LM (full - no_aux) with 95%
+  intervals, zero-shot scores; and the average over datasets (DVC metrics);
+- report.md: the table; table.json: its rows (a Prefect table artifact); ablation.png.
+Scores are points: metric x 100, as in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from model.ablation import average_gain, gain, summarize
+from tasks.io import atomic_dir, write_json
+from tasks.params import Params
+
+# GPT-1 (Radford et al. 2018), Table 5: dataset -> (full, w/o pre-training, w/o aux LM)
+PAPER = {
+    "cola": (45.4, 18.9, 47.9),
+    "sst2": (91.3, 84.0, 92.0),
+    "mrpc": (82.3, 79.4, 84.9),
+    "stsb": (82.0, 30.9, 83.2),
+    "qqp": (70.3, 65.5, 69.8),
+    "mnli": (81.8, 75.7, 81.1),
+    "qnli": (88.1, 71.2, 86.9),
+    "rte": (56.0, 53.8, 54.4),
+}
+PAPER_AVERAGE = (74.7, 59.9, 75.0)
+LABELS = {
+    "full": "Transformer w/ aux LM (full)",
+    "scratch": "Transformer w/o pre-training",
+    "no_aux": "Transformer w/o aux LM",
+}
+
+
+def paper_key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum()).removeprefix("glue")
+
+
+def points(study: dict) -> list[float]:
+    return [100 * r["dev"][study["metric"]] for r in study["runs"]]
+
+
+def _mean_std(values: list[float]) -> dict:
+    s = summarize(values)
+    return {"mean": s["mean"], "std": s["std"], "n": s["n"]}
+
+
+def load_study(params: Params) -> dict[str, dict[str, dict]]:
+    """{dataset: {arm: study json}}; a missing file names the stage that writes it."""
+    out = {}
+    for name in params.datasets:
+        out[name] = {}
+        for arm in params.study.arms:
+            path = params.artifacts("study", name, f"{arm}.json")
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing (run `genpt study {name} {arm}`)")
+            out[name][arm] = json.loads(path.read_text())
+    return out
+
+
+def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> dict:
+    """The report's figures from {dataset: {arm: study json}} (see the module doc)."""
+    datasets = {}
+    for name, arms in study.items():
+        first = next(iter(arms.values()))
+        scores = {arm: points(s) for arm, s in arms.items()}
+        d = {
+            "metric": first["metric"],
+            "baseline": 100 * first["baseline"],
+            "arms": {arm: _mean_std(x) for arm, x in scores.items()},
+        }
+        if "full" in scores and "scratch" in scores:
+            d["gain_pretraining"] = gain(scores["full"], scores["scratch"], level)
+        if "full" in scores and "no_aux" in scores:
+            d["gain_aux_lm"] = gain(scores["full"], scores["no_aux"], level)
+        if "zero_shot" in arms.get("full", {}):
+            d["zero_shot"] = 100 * arms["full"]["zero_shot"]["accuracy"]
+        if paper_key(name) in PAPER:
+            d["paper"] = dict(
+                zip(("full", "scratch", "no_aux"), PAPER[paper_key(name)], strict=True)
+            )
+        datasets[name] = d
+    arms = list(next(iter(study.values()))) if study else []
+    average = {
+        "arms": {
+            a: sum(d["arms"][a]["mean"] for d in datasets.values()) / len(datasets) for a in arms
+        },
+        "baseline": sum(d["baseline"] for d in datasets.values()) / max(1, len(datasets)),
+        "paper": dict(zip(("full", "scratch", "no_aux"), PAPER_AVERAGE, strict=True)),
+    }
+    for key, (a, b) in {
+        "gain_pretraining": ("full", "scratch"),
+        "gain_aux_lm": ("full", "no_aux"),
+    }.items():
+        if a in arms and b in arms:
+            pairs = [(points(s[a]), points(s[b])) for s in study.values()]
+            average[key] = average_gain(pairs, level)
+    return {"datasets": datasets, "average": average}
+
+
+def _ci(g: dict | None) -> str:
+    if not g:
+        return "–"
+    if g["lo"] is None:
+        return f"{g['mean']:+.1f}"
+    return f"{g['mean']:+.1f} [{g['lo']:+.1f}, {g['hi']:+.1f}]"
+
+
+def table_rows(summary: dict) -> list[dict]:
+    """One row per method, one column per dataset plus the average (as in Table 5)."""
+    ds, avg = summary["datasets"], summary["average"]
+    cols = {name: f"{name} ({d['metric']})" for name, d in ds.items()}
+    rows = []
+    for arm in avg["arms"]:
+        row = {"method": LABELS.get(arm, arm), "avg": f"{avg['arms'][arm]:.1f}"}
+        for name, d in ds.items():
+            a = d["arms"][arm]
+            row[cols[name]] = f"{a['mean']:.1f} ± {a['std']:.1f}"
+        rows.append(row)
+    rows.append(
+        {
+            "method": "trivial baseline (majority class / constant)",
+            "avg": f"{avg['baseline']:.1f}",
+            **{cols[n]: f"{d['baseline']:.1f}" for n, d in ds.items()},
+        }
+    )
+    if any("zero_shot" in d for d in ds.values()):
+        rows.append(
+            {
+                "method": "zero-shot pre-trained LM (no fine-tuning)",
+                "avg": "–",
+                **{
+                    cols[n]: f"{d['zero_shot']:.1f}" if "zero_shot" in d else "–"
+                    for n, d in ds.items()
+                },
+            }
+        )
+    for key, label in (
+        ("gain_pretraining", "gain of pre-training (full − scratch), 95% CI"),
+        ("gain_aux_lm", "gain of aux LM (full − no_aux), 95% CI"),
+    ):
+        if key in avg:
+            rows.append(
+                {
+                    "method": label,
+                    "avg": _ci(avg[key]),
+                    **{cols[n]: _ci(d.get(key)) for n, d in ds.items()},
+                }
+            )
+    return rows
+
+
+def markdown(summary: dict, params: Params) -> str:
+    rows = table_rows(summary)
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in head) + " |" for r in rows]
+    paper = summary["average"]["paper"]
+    seeds = ", ".join(map(str, params.study.seeds))
+    return "\n".join(
+        [
+            "## Ablation (GPT-1 Table 5 shape): dev-set points (metric × 100), "
+            f"mean ± std over seeds {seeds}",
+            "",
+            *lines,
+            "",
+            f"GPT-1 Table 5 average: full {paper['full']}, w/o pre-training {paper['scratch']}, "
+            f"w/o aux LM {paper['no_aux']} "
+            f"(gain of pre-training {paper['full'] - paper['scratch']:+.1f}).",
+            "Intervals: Welch's t over seeds. Tuning: " + tuning_note(params),
+        ]
+    )
+
+
+def tuning_note(params: Params) -> str:
+    parts = []
+    for arm, cfg in params.study.arms.items():
+        lr = f"lr searched over {cfg.lrs}" if cfg.lrs else "the finetune section's lr"
+        parts.append(f"{arm}: {lr}")
+    return (
+        "; ".join(parts)
+        + f"; every arm keeps its best epoch on a tune split ({params.study.tune_fraction:.0%} "
+        "of train, fixed seed); dev is never used to choose."
+    )
+
+
+def bar_chart(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = summary["datasets"]
+    arms = list(summary["average"]["arms"])
+    names = [*ds, "average"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.8))
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        means = [ds[n]["arms"][arm]["mean"] for n in ds] + [summary["average"]["arms"][arm]]
+        stds = [ds[n]["arms"][arm]["std"] for n in ds] + [0.0]
+        xs = [j + (i - (len(arms) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=LABELS.get(arm, arm))
+    base = [ds[n]["baseline"] for n in ds] + [summary["average"]["baseline"]]
+    ax.scatter(
+        range(len(names)), base, marker="_", s=600, c="k", zorder=3, label="trivial baseline"
+    )
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("dev score (metric × 100)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("Ablation: pre-training and the auxiliary LM objective")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def run(params: Params) -> dict:
+    summary = summarize_study(load_study(params))
+    text = markdown(summary, params)
+    with atomic_dir(params.artifacts("report")) as d:
+        write_json(d / "metrics.json", summary)
+        write_json(d / "table.json", table_rows(summary))
+        (d / "report.md").write_text(text + "\n", encoding="utf-8")
+        bar_chart(summary, d / "ablation.png")
+    return {**summary, "markdown": text}
