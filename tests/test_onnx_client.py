@@ -55,17 +55,24 @@ def test_client_equals_genpt_predict_on_dev(published, tiny_export, name, tmp_pa
     assert res.returncode == 0, res.stderr
     assert "providers: ['CPUExecutionProvider']" in res.stderr
     got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    print(f"{name}: {len(rows)} dev rows, client {time.perf_counter() - t0:.1f} s")
+    seconds = time.perf_counter() - t0
 
     assert len(got) == len(ref) == len(rows)
-    assert [g["prediction"] for g in got] == [r["prediction"] for r in ref]
+
+    def agree(a, b) -> bool:  # regression scores within float noise, else exactly
+        return abs(a - b) <= 1e-5 if isinstance(b, float) else a == b
+
+    same = sum(agree(g["prediction"], r["prediction"]) for g, r in zip(got, ref, strict=True))
+    diff = 0.0
     for g, r in zip(got, ref, strict=True):
         if "logits" in r:
             n = len(g["logits"])
-            assert g["logits"] == pytest.approx(r["logits"][:n], abs=1e-5)
             assert all(v is None for v in r["logits"][n:])  # padded-out choices
+            diff = max(diff, *(abs(a - b) for a, b in zip(g["logits"], r["logits"], strict=False)))
         else:
-            assert g["prediction"] == pytest.approx(r["prediction"], abs=1e-5)
+            diff = max(diff, abs(g["prediction"] - r["prediction"]))
+    print(f"{name}: {same}/{len(rows)} same predictions, max |diff| {diff:.1e}, {seconds:.1f} s")
+    assert same == len(rows) and diff <= 1e-5
 
 
 @pytest.mark.slow
