@@ -32,17 +32,13 @@ FILES = {
 
 
 def fit_lengths(lengths: list[int], budget: int) -> list[int]:
-    """task.json inputs.truncation.rule: how many leading tokens each part keeps."""
-    if sum(lengths) <= budget:
-        return list(lengths)
-    cap = max(c for c in range(max(lengths) + 1) if sum(min(n, c) for n in lengths) <= budget)
-    out = [min(n, cap) for n in lengths]
-    spare = budget - sum(out)
-    for i, n in enumerate(lengths):
-        if spare and n > cap:
-            out[i] += 1
-            spare -= 1
-    return out
+    """task.json inputs.truncation.rule, in its step-by-step form: how many leading tokens
+    each part keeps (drop one token at a time from the longest part, the later on ties)."""
+    n = list(lengths)
+    while sum(n) > budget:
+        i = max(range(len(n)), key=lambda j: (n[j], j))
+        n[i] -= 1
+    return n
 
 
 class TaskClient:
