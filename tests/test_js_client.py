@@ -32,14 +32,36 @@ def _prompts(tok, n_ctx: int) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module")
+def untrained_lm(published, tmp_path_factory) -> Path:
+    """The published LM's shape, untrained and with an untied output head: its greedy
+    output changes from token to token (the tiny trained LM soon repeats one token, a tied
+    untrained one copies its input), so a cache or position mistake would show."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tasks import export
+    from tasks.params import ExportConfig
+
+    src, tmp = published / "onnx" / "lm", tmp_path_factory.mktemp("untrained")
+    torch.manual_seed(0)
+    cfg = GPT2Config.from_pretrained(src, tie_word_embeddings=False)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp / "hf")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / f, tmp / "hf")
+    export.export_lm_dir(tmp / "hf", tmp / "lm", ExportConfig(fp16=False), "It was a dark night")
+    return tmp / "lm"
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("which", ["published", "untrained"])
 @pytest.mark.parametrize(("dtype", "variant"), [("fp32", "fp32"), ("q8", "int8")])
-def test_transformers_js_greedy_equals_genpt(published, dtype, variant):
+def test_transformers_js_greedy_equals_genpt(published, untrained_lm, which, dtype, variant):
     from model.onnx_runtime import OnnxLM
 
     if not (JS / "node_modules" / "@huggingface" / "transformers").is_dir():
         pytest.fail(f"{JS}: @huggingface/transformers not installed (run `npm ci` there)")
-    lm_dir = published / "onnx" / "lm"
+    lm_dir = published / "onnx" / "lm" if which == "published" else untrained_lm
     lm = OnnxLM(lm_dir, variant, "cpu")
     assert lm.session.get_providers() == ["CPUExecutionProvider"]
     prompts = _prompts(lm.tok, lm.geo["n_ctx"])
@@ -59,11 +81,14 @@ def test_transformers_js_greedy_equals_genpt(published, dtype, variant):
         assert js["prompt_ids"] == ids and len(ids) + NEW <= lm.geo["n_ctx"]
         ours = lm.generate_ids(ids, NEW, greedy=True)
         assert js["new_ids"] == ours and ours
+        if which == "untrained":
+            assert len(set(ours)) > len(ours) // 2
         assert js["text"] == lm.tok.decode(ours, skip_special_tokens=True)
         logits, _ = lm.step(
             np.array([ids]), len(ids), [np.zeros(empty, np.float32)] * 2 * lm.geo["n_layer"]
         )
         np.testing.assert_allclose(js["last_logits"], logits[0], atol=1e-4)
         print(
-            f"{dtype} prompt {len(ids)} tok: {len(ours)} new, {js['tokens_per_s']:.0f} tok/s (js)"
+            f"{which} {dtype} prompt {len(ids)} tok: {len(ours)} new ({len(set(ours))} distinct), "
+            f"{js['tokens_per_s']:.0f} tok/s (js): {ours[:6]} {js['text'][:30]!r}"
         )
