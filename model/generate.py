@@ -8,6 +8,13 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerF
 from model.tokenizer import EOT
 
 
+def fit_prompt(ids: list[int], n_ctx: int, max_new_tokens: int) -> tuple[list[int], int]:
+    """The prompt's tail that leaves room for max_new_tokens (at least one prompt token),
+    and how many tokens then fit. PyTorch and ONNX generation both cut prompts this way."""
+    ids = list(ids)[-max(1, n_ctx - max_new_tokens) :]
+    return ids, min(max_new_tokens, n_ctx - len(ids))
+
+
 @torch.no_grad()
 def generate(
     lm: PreTrainedModel,
@@ -24,11 +31,10 @@ def generate(
     """The continuation of `prompt` (the prompt itself not included)."""
     eot = tok.convert_tokens_to_ids(EOT)
     ids = tok(prompt, add_special_tokens=False)["input_ids"] or [eot]
-    room = lm.config.n_positions
-    ids = ids[-max(1, room - max_new_tokens) :]  # keep the prompt's tail if it is too long
+    ids, max_new_tokens = fit_prompt(ids, lm.config.n_positions, max_new_tokens)
     x = torch.tensor([ids], device=lm.device)
     cfg = GenerationConfig(
-        max_new_tokens=min(max_new_tokens, lm.config.n_positions - x.shape[1]),
+        max_new_tokens=max_new_tokens,
         do_sample=not greedy,
         temperature=temperature if not greedy else None,
         top_k=top_k if not greedy else None,

@@ -120,3 +120,81 @@ def collate(examples: Sequence[list[Ids]], task_type: str, pad_id: int) -> dict[
     if task_type in ("classification", "entailment"):
         ids, mask = ids[:, 0], mask[:, 0]
     return {"input_ids": ids, "attention_mask": mask}
+
+
+# --- the same rules, written down for clients without this code (task.json, tokenizer.json)
+
+
+def template(start: str, delim: str, extract: str) -> dict[str, str]:
+    """tokenizers TemplateProcessing strings: one text, or two texts around the delimiter."""
+    return {"single": f"{start} $A {extract}", "pair": f"{start} $A {delim} $B {extract}"}
+
+
+def describe_output(task_type: str, num_labels: int) -> str:
+    """task.json's `output`: what the `logits` output means."""
+    if task_type == "multiple_choice":
+        return "logits (batch, choices): one score per choice; prediction = argmax (choice index)"
+    if num_labels == 1:
+        return "logits (batch,): the predicted score (regression); prediction = the value"
+    return "logits (batch, num_labels); prediction = labels[argmax] (the index if no labels)"
+
+
+def describe(task_type: str, max_len: int, tokens: dict[str, str], ids: dict[str, int]) -> dict:
+    """task.json's `inputs` section: how records become input_ids / attention_mask."""
+    budget = {"classification": max_len - 2}.get(task_type, max_len - 3)
+    parts = {
+        "classification": [["text"]],
+        "entailment": [["premise", "hypothesis"]],
+        "similarity": [["text_a", "text_b"], ["text_b", "text_a"]],
+        "multiple_choice": [["context", "question", "choices[k]"]],
+    }[task_type]
+    form = {
+        "classification": "start text extract  (tokenizer template `single`)",
+        "entailment": "start premise delim hypothesis extract  (template `pair`)",
+        "similarity": "two sequences: start a delim b extract, start b delim a extract "
+        "(template `pair` with (text_a, text_b), then (text_b, text_a))",
+        "multiple_choice": "one sequence per choice k: start context question delim "
+        "choices[k] extract  (template `pair` with A = context ids followed by question ids, "
+        "B = choices[k] ids)",
+    }[task_type]
+    spec = {
+        "fields": [
+            *TEXT_FIELDS[task_type],
+            *(["choices"] if task_type == "multiple_choice" else []),
+        ],
+        "tokenize": "each field on its own, no special tokens (add_special_tokens=False); "
+        "a missing or null text field is the empty string",
+        "sequence": form,
+        "special_tokens": {k: {"token": tokens[k], "id": ids[k]} for k in tokens},
+        "max_len": max_len,
+        "truncation": {
+            "budget": budget,
+            "parts": parts,
+            "rule": "per sequence, the parts' token lists are cut to lengths n_i with "
+            "sum(n_i) <= budget, keeping each part's first n_i tokens: if they fit, "
+            "nothing is cut; else c is the largest integer with sum(min(len_i, c)) <= budget, "
+            "n_i = min(len_i, c), and the budget left over goes one token each to the parts "
+            "longer than c, earliest part first (= drop one token at a time from the longest "
+            "part, the later part on ties). Special tokens are never cut.",
+        },
+        "padding": {
+            "side": "right",
+            "pad_id": ids["pad"],
+            "attention_mask": "1 on sequence tokens, 0 on padding",
+        },
+        "shape": "(batch, seq)"
+        if task_type in ("classification", "entailment")
+        else "(batch, sequences, seq); seq = the longest sequence in the batch",
+    }
+    if task_type == "similarity":
+        spec["orderings"] = (
+            "both orderings go in one row, as sequences 0 and 1; the model adds their "
+            "final hidden states before the head, so the client passes both and combines nothing"
+        )
+    if task_type == "multiple_choice":
+        spec["missing_choice"] = (
+            "rows with fewer choices than the batch's most are padded with whole sequences "
+            "of pad_id and an all-zero attention_mask; the model gives those choices the "
+            "logit float32 min (-3.4028235e38): ignore them in argmax and softmax"
+        )
+    return spec

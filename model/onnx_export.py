@@ -3,8 +3,11 @@
 torch.onnx.export(dynamo=True) traces thin wrappers with flat tensor signatures:
 
   task model  input_ids, attention_mask (B, T) or (B, K, T)  ->  logits
-  LM          input_ids (B, T), attention_mask (B, P+T), past.{i}.key/value (B, H, P, D)
-              ->  logits (B, T, V), present.{i}.key/value (B, H, P+T, D)
+  LM          input_ids (B, T), attention_mask (B, P+T), past_key_values.{i}.key/value
+              (B, H, P, D)  ->  logits (B, T, V), present.{i}.key/value (B, H, P+T, D)
+
+The LM's names are Hugging Face optimum's (what transformers.js and other stock
+decoders feed); positions come from the past length, so there is no position_ids input.
 
 Then graph work: Gemm -> MatMul + Add, an fp16 copy for CUDA (with ONNX Runtime's
 transformer fusions) and an int8 dynamically quantized copy for CPU.
@@ -87,7 +90,7 @@ def lm_geometry(lm: nn.Module) -> dict:
     }
 
 
-def past_names(n_layer: int, prefix: str = "past") -> list[str]:
+def past_names(n_layer: int, prefix: str = "past_key_values") -> list[str]:
     return [f"{prefix}.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
 
 

@@ -1,7 +1,8 @@
 """ONNX Runtime inference for exported models: task logits and LM generation.
 
-An exported model directory holds model.onnx (fp32), optionally model.int8.onnx
-and model.fp16.onnx, the tokenizer, task.json (task models) and export.json.
+An exported model directory holds onnx/model.onnx (fp32), optionally
+onnx/model_quantized.onnx (int8) and onnx/model_fp16.onnx (the Hugging Face ONNX names),
+the tokenizer, task.json (task models) and export.json.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from model import inputs
+from model.generate import fit_prompt
 from model.tokenizer import EOT, load_tokenizer, special_ids
 
 log = logging.getLogger(__name__)
 
-VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+VARIANTS = {
+    "fp32": "onnx/model.onnx",
+    "int8": "onnx/model_quantized.onnx",
+    "fp16": "onnx/model_fp16.onnx",
+}
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
@@ -186,8 +192,7 @@ class OnnxLM:
     ) -> list[int]:
         rng = np.random.default_rng(seed)
         n_ctx, cache = self.geo["n_ctx"], bool(self.past_names)
-        seq = list(prompt_ids or [self.eot])[-(n_ctx - 1) :]
-        max_new_tokens = min(max_new_tokens, n_ctx - len(seq))
+        seq, max_new_tokens = fit_prompt(prompt_ids or [self.eot], n_ctx, max_new_tokens)
         shape = (1, self.geo["n_head"], 0, self.geo["head_dim"])
         past = [np.zeros(shape, np.float32) for _ in self.past_names]
         ids, out = np.array([seq], np.int64), []

@@ -1,8 +1,11 @@
 """Stage `export`: ONNX models of the fine-tuned task models and of the LM.
 
-Writes artifacts/export/ (a self-contained bundle, ready for `genpt publish`):
-  NAME/  model.onnx (fp32), model.int8.onnx, model.fp16.onnx, tokenizer, task.json, export.json
-  lm/    the same for the pre-trained LM with KV cache (export.json: cache geometry)
+Writes artifacts/export/ (a bundle, ready for `genpt publish`; layout: tasks/bundle):
+  NAME/  onnx/model.onnx (fp32), onnx/model_quantized.onnx (int8), onnx/model_fp16.onnx,
+         tokenizer.json with the task's input template, task.json (how to build inputs),
+         export.json
+  lm/    the pre-trained LM with KV cache in the Hugging Face ONNX layout: config.json,
+         generation_config.json, tokenizer files, the same onnx/ files, export.json
   manifest.json  sha256 of every file
 Each fp32 model is checked against PyTorch on real inputs before anything is written.
 """
@@ -16,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.bundle import write_manifest
 from tasks.errors import GenptError
-from tasks.io import atomic_dir, atomic_write_text, write_json
-from tasks.manifest import MANIFEST, file_entries
+from tasks.io import atomic_dir, write_json
 from tasks.params import ExportConfig, Params
 
 log = logging.getLogger(__name__)
 # torch / onnx / model.* are imported inside the functions: `genpt` starts without them.
-FORMAT = "genpt-onnx/1"
+FORMAT = "genpt-onnx/2"  # 2: Hugging Face file and I/O names
 
 
 class ExportError(GenptError, RuntimeError):
@@ -31,8 +34,9 @@ class ExportError(GenptError, RuntimeError):
 
 
 def _finish_graph(raw: Path, out: Path, cfg: ExportConfig, n_head: int, hidden: int) -> dict:
-    """raw export -> model.onnx, model.fp16.onnx, model.int8.onnx; returns notes.
+    """raw export -> onnx/model.onnx, onnx/model_fp16.onnx, onnx/model_quantized.onnx.
 
+    Returns notes for export.json.
     The CPU graphs (fp32, int8) stay unfused: an ORT_ENABLE_ALL session fuses them at
     load, and the offline gpt2 fusions made them slower here (docs/onnx.md). The fp16
     graph, for CUDA, gets the offline fusions when export.optimize is set.
@@ -40,9 +44,11 @@ def _finish_graph(raw: Path, out: Path, cfg: ExportConfig, n_head: int, hidden: 
     import onnx
 
     from model import onnx_export as ox
+    from model.onnx_runtime import VARIANTS
 
     notes: dict = {"variants": ["fp32"]}
-    fp32 = out / "model.onnx"
+    fp32 = out / VARIANTS["fp32"]
+    fp32.parent.mkdir()
     onnx.save(ox.gemm_to_matmul(onnx.load(str(raw))), str(fp32))
     onnx.checker.check_model(str(fp32), full_check=True)
     raw.unlink()
@@ -50,7 +56,7 @@ def _finish_graph(raw: Path, out: Path, cfg: ExportConfig, n_head: int, hidden: 
         fused = out / "fused.onnx"
         if cfg.optimize:
             notes["fp16_fused_ops"] = ox.optimize(fp32, fused, n_head, hidden)
-        ox.to_fp16(fused if cfg.optimize else fp32, out / "model.fp16.onnx")
+        ox.to_fp16(fused if cfg.optimize else fp32, out / VARIANTS["fp16"])
         fused.unlink(missing_ok=True)
         notes["variants"].append("fp16")
     if cfg.int8:
@@ -60,7 +66,7 @@ def _finish_graph(raw: Path, out: Path, cfg: ExportConfig, n_head: int, hidden: 
         exclude = matmuls[-1:] if cfg.int8_exclude_head else []
         ox.to_int8(
             fp32,
-            out / "model.int8.onnx",
+            out / VARIANTS["int8"],
             cfg.int8_op_types,
             cfg.int8_per_channel,
             cfg.int8_reduce_range,
@@ -94,8 +100,8 @@ def export_task(src: Path, out: Path, cfg: ExportConfig, records: list[dict]) ->
     ox.export_task_model(model, raw, cfg.opset)
     cfgm = model.lm.config
     notes = _finish_graph(raw, out, cfg, cfgm.n_head, cfgm.n_embd)
-    tok.save_pretrained(str(out))
-    write_json(out / "task.json", meta)
+    save_task_tokenizer(tok, out)
+    write_json(out / "task.json", task_spec(meta, tok))
 
     # Parity on real inputs: fp32 logits within atol of PyTorch; int8 agreement noted.
     examples = [transform_record(r, meta["task_type"], tok, meta["max_len"]) for r in records]
@@ -127,6 +133,41 @@ def export_task(src: Path, out: Path, cfg: ExportConfig, records: list[dict]) ->
     return info
 
 
+def save_task_tokenizer(tok, out: Path) -> None:
+    """tokenizer.json with the paper's input template as its post-processor.
+
+    tokenizer(text) then gives start text extract, tokenizer(a, b) start a delim b extract;
+    genpt itself encodes with add_special_tokens=False and adds them in model/inputs.py.
+    """
+    from tokenizers import Tokenizer, processors
+
+    from model.inputs import template
+    from model.tokenizer import DELIM, EXTRACT, START
+
+    tok.save_pretrained(str(out))
+    t = Tokenizer.from_file(str(out / "tokenizer.json"))
+    tm = template(START, DELIM, EXTRACT)
+    specials = [(x, tok.convert_tokens_to_ids(x)) for x in (START, DELIM, EXTRACT)]
+    t.post_processor = processors.TemplateProcessing(
+        single=tm["single"], pair=tm["pair"], special_tokens=specials
+    )
+    t.save(str(out / "tokenizer.json"))
+
+
+def task_spec(meta: dict, tok) -> dict:
+    """task.json: the fine-tuned model's metadata plus how to build its inputs and read logits."""
+    from model.inputs import describe, describe_output
+    from model.tokenizer import DELIM, EXTRACT, PAD, START, special_ids
+
+    tokens = {"start": START, "delim": DELIM, "extract": EXTRACT, "pad": PAD}
+    ids = {k: v for k, v in special_ids(tok).items() if k in tokens}
+    return {
+        **meta,
+        "inputs": describe(meta["task_type"], meta["max_len"], tokens, ids),
+        "output": describe_output(meta["task_type"], meta["num_labels"]),
+    }
+
+
 def _compare(ref: np.ndarray, got: np.ndarray, meta: dict) -> dict:
     finite = ref > np.finfo(np.float32).min / 2  # multiple choice: missing choices are -inf-like
     res = {"max_abs": float(np.abs(np.where(finite, ref - got, 0.0)).max())}
@@ -141,7 +182,7 @@ def export_lm_dir(src: Path, out: Path, cfg: ExportConfig, prompt: str) -> dict:
     from transformers import AutoModelForCausalLM
 
     from model import onnx_export as ox
-    from model.onnx_runtime import session
+    from model.onnx_runtime import VARIANTS, session
     from model.tokenizer import load_tokenizer
 
     lm = AutoModelForCausalLM.from_pretrained(str(src)).eval()
@@ -150,12 +191,12 @@ def export_lm_dir(src: Path, out: Path, cfg: ExportConfig, prompt: str) -> dict:
     raw = out / "raw.onnx"
     geo = ox.export_lm(lm, raw, cfg.opset)
     notes = _finish_graph(raw, out, cfg, geo["n_head"], geo["head_dim"] * geo["n_head"])
-    tok.save_pretrained(str(out))
+    save_hf_files(lm, tok, out)
 
     ids = tok(prompt, add_special_tokens=False)["input_ids"][: geo["n_ctx"] // 2] or [0]
     with torch.no_grad():
         ref = lm(torch.tensor([ids])).logits[0].numpy()
-    sess = session(out / "model.onnx", device="cpu")
+    sess = session(out / VARIANTS["fp32"], device="cpu")
     feed = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64)}
     shape = (1, geo["n_head"], 0, geo["head_dim"])
     feed.update({n: np.zeros(shape, np.float32) for n in ox.past_names(geo["n_layer"])})
@@ -176,9 +217,21 @@ def export_lm_dir(src: Path, out: Path, cfg: ExportConfig, prompt: str) -> dict:
     return info
 
 
-def write_manifest(root: Path) -> None:
-    manifest = {"format": FORMAT, "files": file_entries(root)}
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+def save_hf_files(lm, tok, out: Path) -> None:
+    """config.json, generation_config.json and the tokenizer: what stock loaders read."""
+    from transformers import GenerationConfig
+
+    from model.tokenizer import special_ids
+
+    sp = special_ids(tok)
+    cfg = lm.config
+    cfg.bos_token_id = cfg.eos_token_id = sp["eot"]
+    cfg.pad_token_id, cfg.use_cache = sp["pad"], True
+    cfg.save_pretrained(str(out))
+    GenerationConfig(
+        bos_token_id=sp["eot"], eos_token_id=sp["eot"], pad_token_id=sp["pad"]
+    ).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
 
 
 def _names(params: Params) -> list[str]:
@@ -212,7 +265,7 @@ def run(params: Params, triton: str | Path | None = None) -> dict:
         if cfg.lm:
             prompt = Path(_first_corpus_file(params)).read_text(encoding="utf-8")[:2000]
             summary["lm"] = export_lm_dir(lm_src, d / "lm", cfg, prompt)
-        write_manifest(d)
+        write_manifest(d, format="onnx")
     if triton:
         write_triton(params.artifacts("export"), Path(triton), cfg.triton_max_batch_size)
     return {k: {"variants": v["variants"], "parity": v["parity"]} for k, v in summary.items()}
@@ -270,13 +323,15 @@ def triton_config(name: str, export_info: dict, task: dict | None, max_batch: in
     )
 
 
-def write_triton(export_dir: Path, out: Path, max_batch: int, variant: str = "model.onnx") -> None:
+def write_triton(export_dir: Path, out: Path, max_batch: int, variant: str = "fp32") -> None:
     """A Triton model repository: NAME/config.pbtxt and NAME/1/model.onnx per exported model."""
+    from model.onnx_runtime import VARIANTS
+
     with atomic_dir(out) as d:
         for sub in sorted(p for p in export_dir.iterdir() if (p / "export.json").exists()):
             info = json.loads((sub / "export.json").read_text())
             task = json.loads((sub / "task.json").read_text()) if info["kind"] == "task" else None
             (d / sub.name / "1").mkdir(parents=True)
-            shutil.copy2(sub / variant, d / sub.name / "1" / "model.onnx")
+            shutil.copy2(sub / VARIANTS[variant], d / sub.name / "1" / "model.onnx")
             cfg = triton_config(sub.name, info, task, max_batch)
             (d / sub.name / "config.pbtxt").write_text(cfg)

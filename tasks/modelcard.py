@@ -102,6 +102,26 @@ def gate_section(gate: dict) -> str:
     return f"Quality gate: **{verdict}**.\n\n" + head + "\n" + "\n".join(rows)
 
 
+def how_to_use(name: str, version: str, fmt: str) -> str:
+    """The card's `How to use` section: the bundle from onnxruntime, transformers.js, Triton."""
+    if fmt != "onnx":
+        return "## How to use\nHugging Face checkpoints: `transformers` `from_pretrained`.\n"
+    return f"""## How to use
+`genpt fetch DEST --version {version} -S publish.name={name}` (or `genpt predict/generate
+--bundle s3://BUCKET/models/{name}/{version}`). In `DEST/onnx/`:
+- **Python, onnxruntime**: each task model's `task.json` (`inputs`, `output`) and
+  `tokenizer.json` (its template adds start/delim/extract) say how to build `input_ids` and
+  `attention_mask`; `examples/onnx_client.py` in the genpt repository does it with
+  onnxruntime, tokenizers and numpy only.
+- **transformers.js**: `lm/` is in the Hugging Face ONNX layout (`config.json`,
+  `onnx/model.onnx`, `onnx/model_quantized.onnx` = dtype `q8`, `onnx/model_fp16.onnx`);
+  set `env.localModelPath` to `DEST/onnx/` and load `lm` with `AutoModelForCausalLM`.
+- **Triton**: `genpt export --triton DIR` writes a model repository (platform
+  `onnxruntime_onnx`) from the same graphs; the LM's client carries `present.*` back as
+  `past_key_values.*`.
+"""
+
+
 def model_card(params: Params, name: str, version: str, fmt: str, metrics: dict,
                plots: dict[str, str], lineage: dict, report: str | None = None,
                gate: dict | None = None) -> str:  # fmt: skip
@@ -167,6 +187,7 @@ Fine-tuning (last dev evaluation, with the majority-class baseline):
 
 {gate_section(gate) if gate else ""}
 
+{how_to_use(name, version, fmt)}
 ## Intended use
 Research and teaching: a small, fully reproducible GPT-1 pipeline; text classification of
 the configured datasets' kind of input; a starting point for fine-tuning on similar data.

@@ -1,10 +1,10 @@
 """Stage `publish`: a versioned, verifiable model bundle in the registry (S3 or a local dir).
 
-models/NAME/VERSION/ holds the ONNX bundle (from `genpt export`, when present; else the
-Hugging Face checkpoints), the tokenizer, params.yaml, metrics, plots, a model card
-(README.md) and manifest.json (sha256 + bytes of every file, plus lineage: git commit,
-dvc.lock hashes, params). Atomic for readers: every file first, manifest.json next, and
-only then the pointer models/NAME/latest = {"version": VERSION}. A version is immutable.
+models/NAME/VERSION/ holds the ONNX bundle (from `genpt export`, when present, under
+onnx/; else the Hugging Face checkpoints), the tokenizer, params.yaml, metrics, plots, a
+model card (README.md) and manifest.json (sha256 + bytes of every file, plus lineage: git
+commit, dvc.lock hashes, params). This module decides what goes in; tasks.bundle lays it
+out, uploads it atomically for readers and moves `latest` (see tasks/bundle/__init__.py).
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from tasks import gate
+from tasks import bundle, gate
 from tasks.io import write_json
-from tasks.manifest import MANIFEST, file_entries, verify_dir
 from tasks.modelcard import model_card, render_plots
 from tasks.params import Params
-from tasks.registry import RegistryError, open_store, read_json
 
 
 def _git(*args: str) -> str | None:
@@ -69,13 +67,18 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build_bundle(params: Params, root: Path, name: str, version: str, gate: dict) -> dict:
-    """Lay the bundle out in `root` (a local staging dir); returns its manifest."""
+def build_bundle(
+    params: Params, root: Path, name: str, version: str, extra: dict | None = None
+) -> dict:
+    """Lay the bundle out in `root` (a local staging dir); returns its manifest.
+
+    extra: more top-level manifest keys (e.g. the result of a pre-upload check).
+    """
     art = params.artifacts
     export = art(params.publish.export_dir)
     fmt = "onnx" if export.is_dir() and any(export.iterdir()) else "hf"
     if fmt == "onnx":
-        _copy(export, root / "onnx")
+        _copy(export, root / bundle.EXPORT_DIR)
     else:
         _copy(art("pretrain", "hf"), root / "pretrain")
         for n in params.datasets:
@@ -103,25 +106,35 @@ def build_bundle(params: Params, root: Path, name: str, version: str, gate: dict
     lin = lineage(params)
     md = root / "report" / "report.md"
     report = md.read_text(encoding="utf-8") if md.exists() else None
+    gate = (extra or {}).get("gate")
     card = model_card(params, name, version, fmt, metrics, plots, lin, report, gate)
     (root / "README.md").write_text(card, encoding="utf-8")
-    return {
-        "name": name,
-        "version": version,
-        "format": fmt,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": file_entries(root),
-        "lineage": lin,
-        "gate": gate,
-    }
+    return bundle.build_manifest(
+        root,
+        name=name,
+        version=version,
+        format=fmt,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        lineage=lin,
+        **(extra or {}),
+    )
+
+
+def _store(params: Params, target: str | None):
+    cfg = params.publish
+    return bundle.open_store(
+        target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s
+    )
 
 
 def latest_metrics(store, name: str) -> dict[str, float] | None:
     """The product metrics the gate recorded for the published `latest` (None: none)."""
-    latest = read_json(store, f"models/{name}/latest")
-    if latest is None:
+    base = f"models/{name}"
+    if store.get_bytes(f"{base}/{bundle.LATEST}") is None:
         return None
-    manifest = read_json(store, f"models/{name}/{latest['version']}/{MANIFEST}") or {}
+    version = bundle.resolve(store, base, None)
+    raw = store.get_bytes(f"{bundle.registry.prefix(name, version)}/{bundle.MANIFEST}")
+    manifest = json.loads(raw) if raw else {}
     return (manifest.get("gate") or {}).get("metrics")
 
 
@@ -130,11 +143,9 @@ def run(
 ) -> dict:
     cfg = params.publish
     name, version = cfg.name, version or cfg.version or default_version()
-    store = open_store(target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
+    store = _store(params, target)
     store.check()  # credentials and bucket, before any work
-    prefix = f"models/{name}/{version}"
-    if store.get_bytes(f"{prefix}/{MANIFEST}") is not None:
-        raise RegistryError(f"{store.uri}/{prefix} already published; versions are immutable")
+    bundle.registry.ensure_new(store, name, version)
 
     report = _json(params.artifacts("report", "metrics.json")) or None
     verdict = gate.enforce(params, report, latest_metrics(store, name), force)  # before upload
@@ -142,15 +153,12 @@ def run(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genpt-publish-") as tmp:
         root = Path(tmp)
-        manifest = build_bundle(params, root, name, version, verdict)
-        for rel in manifest["files"]:
-            store.put_file(f"{prefix}/{rel}", root / rel)
-        store.put_bytes(f"{prefix}/{MANIFEST}", _dumps(manifest))  # the version now exists
-        store.put_bytes(f"models/{name}/latest", _dumps({"version": version}))
+        manifest = build_bundle(params, root, name, version, extra={"gate": verdict})
+        bundle.publish(store, name, version, root, manifest)
     receipt = {
         "name": name,
         "version": version,
-        "uri": f"{store.uri}/{prefix}/",
+        "uri": f"{store.uri}/{bundle.registry.prefix(name, version)}/",
         "format": manifest["format"],
         "files": len(manifest["files"]) + 1,
         "bytes": sum(e["bytes"] for e in manifest["files"].values()),
@@ -161,29 +169,7 @@ def run(
     return receipt
 
 
-def _dumps(obj) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
 def fetch(params: Params, dest: str | Path, version: str | None = None,
           target: str | None = None) -> dict:  # fmt: skip
     """Download NAME/VERSION (default: latest) into dest and verify it against its manifest."""
-    cfg = params.publish
-    store = open_store(target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
-    base = f"models/{cfg.name}"
-    if version is None:
-        latest = read_json(store, f"{base}/latest")
-        if latest is None:
-            raise RegistryError(f"{store.uri}/{base}: nothing published yet (no `latest`)")
-        version = latest["version"]
-    manifest = read_json(store, f"{base}/{version}/{MANIFEST}")
-    if manifest is None:
-        raise RegistryError(f"{store.uri}/{base}/{version}: no such version (no {MANIFEST})")
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for rel in manifest["files"]:
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        store.get_file(f"{base}/{version}/{rel}", dest / rel)
-    verify_dir(dest, manifest)
-    write_json(dest / MANIFEST, manifest)
-    return manifest
+    return bundle.fetch(_store(params, target), params.publish.name, dest, version)

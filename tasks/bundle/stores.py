@@ -1,15 +1,13 @@
-"""Model registry stores: the same key layout on S3 (boto3) or in a local directory.
+"""Key-value stores for bundles: a local directory or one S3 bucket (tasks/storage.py's client).
 
-Layout: models/NAME/VERSION/<files>, models/NAME/VERSION/manifest.json (written last:
-a version exists once its manifest does) and models/NAME/latest = {"version": VERSION}.
-S3 calls retry transient errors with exponential backoff; bad credentials, a missing
-bucket or an unreachable endpoint end in a RegistryError that names the endpoint and
-bucket, never a secret.
+Both offer check, put_file, put_bytes, get_bytes (None if absent) and get_file. S3 calls
+retry transient errors with exponential backoff; bad credentials, a missing bucket or an
+unreachable endpoint end in a RegistryError that names the endpoint and bucket, never a
+secret.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -66,6 +64,8 @@ class LocalStore:
         return path.read_bytes() if path.is_file() else None
 
     def get_file(self, key: str, dst: Path) -> None:
+        if not (self.root / key).is_file():
+            raise RegistryError(f"{self.root / key}: missing")
         shutil.copyfile(self.root / key, dst)
 
 
@@ -164,8 +164,3 @@ def open_store(target: str, bucket: str, local_dir: str, retries: int, backoff_s
     if target == "s3" or (target == "auto" and storage.s3_configured()):
         return S3Store(bucket, retries, backoff_s)
     return LocalStore(local_dir)
-
-
-def read_json(store, key: str) -> dict | None:
-    data = store.get_bytes(key)
-    return None if data is None else json.loads(data)
