@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,27 +25,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from model.config import ModelConfig, PretrainConfig  # noqa: E402
 from model.data import TokenShards  # noqa: E402
 from model.gpt import build_lm, n_params  # noqa: E402
-from model.pretrain import flops_per_token, pretrain  # noqa: E402
+from model.pretrain import flops_per_token, matmul_peak, pretrain  # noqa: E402
 
 SP = {"start": 1, "delim": 2, "extract": 3, "pad": 4, "eot": 0}
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 3.0) -> float:
-    """Best sustained FLOP/s of an n x n matmul."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = 0.0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - t))
-    return best
 
 
 def run(preset: str, args, device: torch.device, peak: float) -> dict:

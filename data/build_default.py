@@ -73,7 +73,7 @@ def cloze_rows(text: str, rng: random.Random, n: int) -> list[dict]:
         k = min(4, len(sents) - 1)
         other = paras[(i + 1 + rng.randrange(len(paras) - 1)) % len(paras)]
         choices = [sents[k], rng.choice(other)]
-        label = rng.randrange(2)
+        label = i % 2  # the right ending first or second, alternately: no position prior
         if label:
             choices.reverse()
         rows.append({"context": " ".join(sents[:k]), "question": "", "choices": choices,
@@ -160,7 +160,7 @@ def build_cloze(shared: Path) -> None:
         text = strip_gutenberg((shared / "gutenberg" / name).read_text(encoding="utf-8-sig"))
         rows += cloze_rows(text, rng, 300)
     rng.shuffle(rows)
-    n_dev = len(rows) // 4
+    n_dev = len(rows) // 4 // 2 * 2
     write_jsonl(rows[n_dev:], HERE / "finetune" / "cloze" / "train.jsonl")
     write_jsonl(rows[:n_dev], HERE / "finetune" / "cloze" / "dev.jsonl")
 

@@ -37,6 +37,24 @@ def flops_per_token(lm: PreTrainedModel, seq_len: int) -> float:
     return 6 * n_params(lm, non_embedding=True) + 12 * c.n_layer * c.n_embd * seq_len
 
 
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 3.0) -> float:
+    """Best sustained FLOP/s of an n x n matmul: the denominator of MFU."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
 def lr_lambda(cfg: PretrainConfig) -> Callable[[int], float]:
     """Multiplier on cfg.lr: linear warmup, then cosine decay to min_lr_ratio."""
 
@@ -197,6 +215,7 @@ def pretrain(
         **({"disable": True} if rank else {}),  # rank 0 only; TQDM_DISABLE=1 silences it
     )
     metrics: dict = {}
+    start_step, train_s = step, 0.0  # time in training steps (no eval, no checkpoints)
     while step < cfg.steps and (stop_after is None or step < stop_after):
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -225,6 +244,7 @@ def pretrain(
         if world > 1:
             dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
         dt = time.perf_counter() - t0
+        train_s += dt
         metrics = {
             "train/loss": train_loss.item(),
             "train/lr": sched.get_last_lr()[0],
@@ -246,4 +266,6 @@ def pretrain(
         metrics["val/perplexity"] = math.exp(min(metrics["val/loss"], 50))
     metrics["step"] = step
     metrics["tokens"] = step * tokens_per_step
+    if step > start_step:  # this process's mean over its steps (the last one is noisy)
+        metrics["train/tokens_per_s_mean"] = (step - start_step) * tokens_per_step / train_s
     return metrics

@@ -147,6 +147,14 @@ def report(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
 
 
 @app.command()
+def gate(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
+    """The quality gate (params `gate:`): exit 2, naming each failed check, if the model fails."""
+    from tasks import gate as stage
+
+    _print(stage.run(_params(params, set_)))
+
+
+@app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="text to continue")] = "",
     model: Annotated[str | None, typer.Option(help="HF model dir (default: pretrain/hf)")] = None,

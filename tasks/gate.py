@@ -1,5 +1,9 @@
 """The quality gate before publish ("blessing" a model, as TFX's Evaluator does).
 
+Stage `gate` runs it and fails the pipeline there, before `publish` starts (and is never
+retried as the I/O-bound publish is); `genpt publish` runs it again, so a model that fails
+it is never published, however publish is called.
+
 Thresholds are `gate:` in params.yaml, in points (metric x 100). A model is blessed when
 - every dataset's product metric (the model being published, evaluate stage) beats the
   trivial baseline by `min_over_baseline`;
@@ -11,7 +15,9 @@ from __future__ import annotations
 
 import json
 
+from tasks import bundle
 from tasks.errors import GenptError
+from tasks.io import write_json
 from tasks.params import Params
 
 
@@ -73,13 +79,24 @@ def describe(failed: list[dict]) -> str:
     )
 
 
-def enforce(
-    params: Params, report: dict | None, latest: dict[str, float] | None, force: bool
-) -> dict:
-    """The verdict for the manifest; raises GateFailed unless it passes or `force`."""
+def latest_metrics(store, name: str) -> dict[str, float] | None:
+    """The product metrics the gate recorded for the published `latest` (None: none)."""
+    base = f"models/{name}"
+    if store.get_bytes(f"{base}/{bundle.LATEST}") is None:
+        return None
+    version = bundle.resolve(store, base, None)
+    raw = store.get_bytes(f"{bundle.registry.prefix(name, version)}/{bundle.MANIFEST}")
+    return (json.loads(raw).get("gate") or {}).get("metrics") if raw else None
+
+
+def enforce(params: Params, store, force: bool = False) -> dict:
+    """The verdict (for the manifest) against `store`'s latest; raises GateFailed unless it
+    passes or `force`."""
     if not params.gate.enabled:
         return {"passed": None, "enabled": False, "checks": [], "metrics": product_metrics(params)}
-    v = verdict(params, report, latest)
+    path = params.artifacts("report", "metrics.json")
+    report = json.loads(path.read_text()) if path.exists() else None
+    v = verdict(params, report, latest_metrics(store, params.publish.name))
     failed = [c for c in v["checks"] if not c["passed"]]
     if failed and not force:
         raise GateFailed(
@@ -87,3 +104,16 @@ def enforce(
             f"(`genpt publish --force` overrides, recorded in the manifest):\n  {describe(failed)}"
         )
     return {**v, "enabled": True, "forced": bool(failed) and force}
+
+
+def run(params: Params) -> dict:
+    """Stage `gate`: the verdict into gate/verdict.json; GateFailed if it fails."""
+    cfg = params.publish
+    store = bundle.open_store(cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
+    try:
+        v = enforce(params, store)
+    except GateFailed:
+        write_json(params.artifacts("gate", "verdict.json"), {"passed": False})
+        raise
+    write_json(params.artifacts("gate", "verdict.json"), v)
+    return v

@@ -129,6 +129,7 @@ class ArmConfig(Strict):
     lm_coef: float | None = Field(None, ge=0)  # None: the dataset's finetune.lm_coef (lambda)
     lrs: list[float] | None = None  # searched on the tune split with seeds[0]; None: finetune.lr
     epochs: int | None = Field(None, gt=0)  # at most; the best on the tune split is kept
+    seeds: list[int] | None = Field(None, min_length=1)  # None: study.seeds
 
 
 class StudyConfig(Strict):

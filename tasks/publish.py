@@ -127,17 +127,6 @@ def _store(params: Params, target: str | None):
     )
 
 
-def latest_metrics(store, name: str) -> dict[str, float] | None:
-    """The product metrics the gate recorded for the published `latest` (None: none)."""
-    base = f"models/{name}"
-    if store.get_bytes(f"{base}/{bundle.LATEST}") is None:
-        return None
-    version = bundle.resolve(store, base, None)
-    raw = store.get_bytes(f"{bundle.registry.prefix(name, version)}/{bundle.MANIFEST}")
-    manifest = json.loads(raw) if raw else {}
-    return (manifest.get("gate") or {}).get("metrics")
-
-
 def run(
     params: Params, version: str | None = None, target: str | None = None, force: bool = False
 ) -> dict:
@@ -147,8 +136,7 @@ def run(
     store.check()  # credentials and bucket, before any work
     bundle.registry.ensure_new(store, name, version)
 
-    report = _json(params.artifacts("report", "metrics.json")) or None
-    verdict = gate.enforce(params, report, latest_metrics(store, name), force)  # before upload
+    verdict = gate.enforce(params, store, force)  # before any upload
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genpt-publish-") as tmp:

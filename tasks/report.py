@@ -160,11 +160,12 @@ def markdown(summary: dict, params: Params) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in head) + " |" for r in rows]
     paper = summary["average"]["paper"]
-    seeds = ", ".join(map(str, params.study.seeds))
+    first = next(iter(summary["datasets"].values()))["arms"]
+    seeds = ", ".join(f"{arm} {a['n']}" for arm, a in first.items())
     return "\n".join(
         [
             "## Ablation (GPT-1 Table 5 shape): dev-set points (metric × 100), "
-            f"mean ± std over seeds {seeds}",
+            f"mean ± std over seeds (runs per arm: {seeds})",
             "",
             *lines,
             "",

@@ -85,7 +85,7 @@ def run(params: Params, name: str, arm_name: str) -> dict:
         )
         return run
 
-    seeds, search = study.seeds, None
+    seeds, search = arm.seeds or study.seeds, None
     lr, first = cfg.lr, None
     if arm.lrs:  # lr search on the tune split with the first seed
         tried = [train(seeds[0], lr_) for lr_ in arm.lrs]

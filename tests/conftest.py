@@ -40,6 +40,8 @@ def tiny(art, *extra) -> list[str]:
     return [
         f"paths.artifacts={art}",
         "model.preset=tiny",
+        "model.n_layer=null",  # the preset's 2 x 64, not the default recipe's 4 x 128
+        "model.n_embd=null",
         "tokenizer.vocab_size=1024",
         "pretrain.warmup_steps=10",
         "pretrain.eval_batches=4",
@@ -71,6 +73,8 @@ def tiny_overrides(tmp_path) -> list[str]:
     return [
         f"paths.artifacts={tmp_path / 'artifacts'}",
         "model.preset=tiny",
+        "model.n_layer=null",  # the preset's 2 x 64, not the default recipe's 4 x 128
+        "model.n_embd=null",
         "tokenizer.vocab_size=1024",
         "pretrain.steps=30",
         "pretrain.batch_size=8",
@@ -84,6 +88,7 @@ def tiny_overrides(tmp_path) -> list[str]:
         "study.arms.scratch.lrs=[1.0e-3]",
         "gate.min_over_baseline=-100",  # 30 pre-training steps show no gain: gate the plumbing
         "gate.min_pretraining_gain=-100",
+        "gate.max_drop_vs_latest=100",
     ]
 
 
@@ -123,6 +128,8 @@ def tiny_export(tmp_path_factory):
         f"paths.artifacts={root / 'artifacts'}",
         "paths.corpus=[data/corpus/alice.txt, data/corpus/frankenstein.txt]",
         "model.preset=tiny",
+        "model.n_layer=null",  # the preset's 2 x 64, not the default recipe's 4 x 128
+        "model.n_embd=null",
         "model.dropout=0.0",
         "tokenizer.vocab_size=1024",
         "pretrain.steps=60",
@@ -133,6 +140,9 @@ def tiny_export(tmp_path_factory):
         "pretrain.warmup_steps=5",
         "finetune.epochs=1",
         "finetune.max_train_examples=256",
+        # ARC (in data/, not a default dataset): multiple choice with 3 to 5 choices
+        "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
+        "dev: data/finetune/arc/dev.jsonl}",
     ]
     params = load_params(ROOT / "params.yaml", overrides)
     tokenize.run(params)
@@ -181,7 +191,12 @@ def published(tiny_export, tmp_path_factory):
         export.export_task(tmp / name, art / "export" / name, cfg, rows)
     bundle.write_manifest(art / "export", format="onnx")
     params = load_params(
-        ROOT / "params.yaml", [f"paths.artifacts={art}", f"publish.local_dir={tmp / 'registry'}"]
+        ROOT / "params.yaml",
+        [
+            f"paths.artifacts={art}",
+            f"publish.local_dir={tmp / 'registry'}",
+            "gate.enabled=false",
+        ],  # bundles here; the gate is tested in test_gate.py
     )
     publish.run(params, version="v1", target="local")
     return bundle.open_bundle(tmp / "registry" / "models" / "genpt" / "latest")

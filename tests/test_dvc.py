@@ -72,7 +72,7 @@ def test_push_with_wrong_secret_fails(weed, tmp_path):
 
 
 TINY = {
-    "model": {"preset": "tiny"},
+    "model": {"preset": "tiny", "n_layer": None, "n_embd": None},  # the preset's 2 x 64
     "tokenizer": {"vocab_size": 1024},
     "pretrain": {
         "steps": 20,
@@ -91,7 +91,11 @@ TINY = {
             "scratch": {"init": "scratch", "lrs": [1e-3]},
         },
     },
-    "gate": {"min_over_baseline": -100.0, "min_pretraining_gain": -100.0},  # 20 steps: no gain
+    "gate": {
+        "min_over_baseline": -100.0,
+        "min_pretraining_gain": -100.0,
+        "max_drop_vs_latest": 100.0,
+    },  # 20 steps: no gain
 }
 
 
@@ -131,6 +135,7 @@ def test_pipeline_repro_is_incremental(tmp_path):
         "evaluate@authors2",
         *(f"study@{d}-{a}" for d in ("authors", "authors2") for a in ("full", "no_aux", "scratch")),
         "report",
+        "gate",
         "export",
         "publish",
     }
@@ -144,7 +149,7 @@ def test_pipeline_repro_is_incremental(tmp_path):
     third = sh(repo, "dvc", "repro", **env).stdout
     # validate reads `datasets` as a whole, so it re-checks (cheaply); its summary is
     # unchanged, so tokenize, pretrain and the other dataset are skipped.
-    after = {"finetune@authors2", "evaluate@authors2", "export", "publish", "report"}
+    after = {"finetune@authors2", "evaluate@authors2", "export", "publish", "report", "gate"}
     after |= {f"study@authors2-{a}" for a in ("full", "no_aux", "scratch")}
     assert _ran(third) - {"validate"} == after
 

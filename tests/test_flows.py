@@ -19,6 +19,7 @@ from flows.pipeline import (
     LOCK_FILE,
     StageFailed,
     WorkspaceBusy,
+    dataset_of,
     pipeline,
     read_stages,
     workspace_lock,
@@ -36,6 +37,9 @@ stages:
     cmd: python count.py
     deps: [count.py]
     params: [seed]
+    outs:
+      - table.json:
+          cache: false
     metrics:
       - metrics.json:
           cache: false
@@ -43,6 +47,7 @@ stages:
 COUNT = """import json, yaml
 seed = yaml.safe_load(open("params.yaml"))["seed"]
 json.dump({"seed": seed, "sq": {"value": seed * seed}}, open("metrics.json", "w"))
+json.dump([{"method": "full", "avg": "62.0"}], open("table.json", "w"))
 """
 # fails once (a transient upload error), then prints the bundle's URI
 PUBLISH = """import pathlib, sys
@@ -99,6 +104,14 @@ def test_stages_come_from_dvc_yaml_in_dependency_order():
     assert names.index("tokenize") < names.index("pretrain") < names.index("finetune@authors")
 
 
+def test_dataset_of_foreach_and_matrix_stages():
+    ds = {"authors", "authors2", "a-b", "a"}
+    assert dataset_of("finetune@authors", ds) == "authors"
+    assert dataset_of("study@authors2-scratch", ds) == "authors2"
+    assert dataset_of("study@a-b-full", ds) == "a-b" and dataset_of("study@a-full", ds) == "a"
+    assert dataset_of("report", ds) is None and dataset_of("study@zzz-full", ds) is None
+
+
 def test_flow_runs_each_stage_with_retries_and_artifacts(toy, api_url):
     state = pipeline(workspace=str(toy), overrides=["seed=7"], return_state=True)
     assert state.is_completed(), state.message
@@ -112,6 +125,7 @@ def test_flow_runs_each_stage_with_retries_and_artifacts(toy, api_url):
 
     arts = _artifacts(state.state_details.flow_run_id)
     assert {"count-metrics", "genpt-metrics", "genpt-summary", "publish-bundle"} <= set(arts)
+    assert arts["count-table"].type == "table" and "62.0" in str(arts["count-table"].data)
     assert arts["publish-bundle"].data == "[s3://bucket/models/toy/1/](s3://bucket/models/toy/1/)"
     assert arts["genpt-metrics"].type == "table" and arts["genpt-summary"].type == "markdown"
 

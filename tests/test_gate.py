@@ -147,3 +147,15 @@ def test_cli_exit_is_nonzero_with_the_message(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "quality gate: 1 check(s) failed" in r.stderr and "gate.min_over_baseline" in r.stderr
     assert latest(tmp_path) is None
+
+
+def test_gate_stage_writes_its_verdict_and_fails_below(tmp_path):
+    art = tmp_path / "artifacts"
+    make_artifacts(art, accuracy=0.31, baseline=30.0, gain=5.0)
+    with pytest.raises(gate.GateFailed, match="gate.min_over_baseline"):
+        gate.run(params_for(tmp_path))
+    assert json.loads((art / "gate/verdict.json").read_text()) == {"passed": False}
+    make_artifacts(art, accuracy=0.40, baseline=30.0, gain=5.0)
+    v = gate.run(params_for(tmp_path))
+    assert v["passed"] and json.loads((art / "gate/verdict.json").read_text()) == v
+    assert latest(tmp_path) is None  # the stage publishes nothing

@@ -187,7 +187,7 @@ def test_publish_to_s3_then_predict_and_generate_from_latest(tiny_export, s3_env
     from tasks.stack import _client
 
     env = {**s3_env.env(), "GENPT_CACHE": str(tmp_path / "cache")}
-    art = ["-S", f"paths.artifacts={tiny_export.artifacts()}"]
+    art = ["-S", f"paths.artifacts={tiny_export.artifacts()}", "-S", "gate.enabled=false"]
     res = _genpt("publish", "--version", "v1", *art, env=env)
     assert res.returncode == 0, res.stderr
     latest = "s3://genpt-models/models/genpt/latest"
@@ -226,7 +226,11 @@ def test_local_registry_version_and_latest_are_bundles(tiny_export, tmp_path):
 
     p = load_params(
         ROOT / "params.yaml",
-        [f"paths.artifacts={tiny_export.artifacts()}", f"publish.local_dir={tmp_path / 'reg'}"],
+        [
+            f"paths.artifacts={tiny_export.artifacts()}",
+            f"publish.local_dir={tmp_path / 'reg'}",
+            "gate.enabled=false",
+        ],
     )
     publish.run(p, version="v1", target="local")
     models = tmp_path / "reg/models/genpt"

@@ -24,6 +24,8 @@ def tiny_study(tokens, tmp_path_factory):
     sets = [
         f"paths.artifacts={art}",
         "model.preset=tiny",
+        "model.n_layer=null",
+        "model.n_embd=null",
         "tokenizer.vocab_size=1024",
         "pretrain.steps=30",
         "pretrain.batch_size=8",
