@@ -25,14 +25,16 @@ class GateFailed(GenptError):
     """The model did not pass the quality gate; nothing was published."""
 
 
-def product_metrics(params: Params) -> dict[str, float]:
-    """{dataset: points} of the fine-tuned models on their dev splits (evaluate stage)."""
+def product_metrics(params: Params, required: bool = True) -> dict[str, float]:
+    """{dataset: points} of the fine-tuned models on their dev splits (evaluate stage);
+    a missing one is an error when `required`, else left out."""
     out = {}
     for name, ds in params.datasets.items():
         path = params.artifacts("eval", name, "metrics.json")
-        if not path.exists():
+        if path.exists():
+            out[name] = 100 * json.loads(path.read_text())[ds.metric]
+        elif required:
             raise FileNotFoundError(f"{path}: missing (run `genpt evaluate {name}`)")
-        out[name] = 100 * json.loads(path.read_text())[ds.metric]
     return out
 
 
@@ -93,7 +95,8 @@ def enforce(params: Params, store, force: bool = False) -> dict:
     """The verdict (for the manifest) against `store`'s latest; raises GateFailed unless it
     passes or `force`."""
     if not params.gate.enabled:
-        return {"passed": None, "enabled": False, "checks": [], "metrics": product_metrics(params)}
+        metrics = product_metrics(params, required=False)
+        return {"passed": None, "enabled": False, "checks": [], "metrics": metrics}
     path = params.artifacts("report", "metrics.json")
     report = json.loads(path.read_text()) if path.exists() else None
     v = verdict(params, report, latest_metrics(store, params.publish.name))

@@ -159,3 +159,14 @@ def test_gate_stage_writes_its_verdict_and_fails_below(tmp_path):
     v = gate.run(params_for(tmp_path))
     assert v["passed"] and json.loads((art / "gate/verdict.json").read_text()) == v
     assert latest(tmp_path) is None  # the stage publishes nothing
+
+
+def test_disabled_gate_publishes_and_says_so(tmp_path):
+    art = tmp_path / "artifacts"
+    make_artifacts(art, accuracy=0.10, baseline=30.0, gain=-5.0)  # would fail every check
+    (art / "eval/authors/metrics.json").unlink()  # and nothing to read
+    receipt = publish.run(params_for(tmp_path, "gate.enabled=false"), version="v1")
+    assert receipt["gate"] == {"passed": None, "forced": False}
+    manifest = json.loads((tmp_path / "reg/models/genpt/v1/manifest.json").read_text())
+    assert manifest["gate"] == {"passed": None, "enabled": False, "checks": [], "metrics": {}}
+    assert "Quality gate: disabled" in (tmp_path / "reg/models/genpt/v1/README.md").read_text()

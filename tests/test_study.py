@@ -36,6 +36,8 @@ def tiny_study(tokens, tmp_path_factory):
         "finetune.max_train_examples=40",
         "study.seeds=[1, 2]",
         "study.arms.scratch.lrs=[1.0e-3, 3.0e-3]",
+        "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
+        "dev: data/finetune/arc/dev.jsonl}",  # in data/, not a default: 3 to 5 choices
     ]
     p = load_params(ROOT / "params.yaml", sets)
     datasets = {}
