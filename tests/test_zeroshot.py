@@ -10,6 +10,7 @@ from model.gpt import build_lm
 from model.zeroshot import answer_logprobs
 
 
+@torch.no_grad()
 def reference(lm, prefix: list[int], answer: list[int]) -> float:
     """Sum of log P(a_j | prefix, a_<j) over answer tokens, one unpadded pass, / length."""
     ids = torch.tensor([prefix + answer])
