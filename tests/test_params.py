@@ -49,3 +49,16 @@ def test_n_embd_must_divide_heads():
     p = load_params(P, ["model.n_embd=100", "model.n_head=3"])
     with pytest.raises(ValueError, match="not divisible"):
         p.model.shape()
+
+
+def test_every_recipe_is_valid_params():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recipes = sorted((root / "recipes").glob("*.yaml"))
+    assert recipes
+    for r in recipes:
+        p = load_params(r)
+        assert set(p.study.arms) >= {"full", "no_aux", "scratch"}, r
+    story = load_params(root / "recipes/cpu-hour.yaml").dataset("story_cloze")
+    assert story.dev is None and story.holdout == 374
