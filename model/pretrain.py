@@ -76,6 +76,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def bf16(cfg: PretrainConfig, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: `precision`, auto = on CUDA."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world_size); joins the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -158,8 +163,7 @@ def pretrain(
     seq_len = cfg.seq_len or lm.config.n_positions
     if seq_len > lm.config.n_positions:
         raise ValueError(f"pretrain.seq_len {seq_len} > model context {lm.config.n_positions}")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16(cfg, device) else nullcontext()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -111,10 +111,8 @@ def enforce(params: Params, store, force: bool = False) -> dict:
 
 def run(params: Params) -> dict:
     """Stage `gate`: the verdict into gate/verdict.json; GateFailed if it fails."""
-    cfg = params.publish
-    store = bundle.open_store(cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
     try:
-        v = enforce(params, store)
+        v = enforce(params, bundle.registry_store(params.publish))
     except GateFailed:
         write_json(params.artifacts("gate", "verdict.json"), {"passed": False})
         raise

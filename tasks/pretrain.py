@@ -10,7 +10,14 @@ import os
 import torch
 
 from model.gpt import build_lm
-from model.pretrain import CKPT, flops_per_token, matmul_peak, pretrain, resolve_device
+from model.pretrain import (
+    CKPT,
+    bf16,
+    flops_per_token,
+    matmul_peak,
+    pretrain,
+    resolve_device,
+)
 from model.tokenizer import load_tokenizer, special_ids
 from tasks.io import atomic_dir, live, log_to, write_json
 from tasks.params import Params
@@ -28,10 +35,7 @@ def run(params: Params, resume: bool = False, stop_after: int | None = None) -> 
     rank0 = int(os.environ.get("RANK", 0)) == 0
     lv = live(params.artifacts("live", "pretrain")) if rank0 else None
     device = resolve_device(params.pretrain.device)
-    bf16 = params.pretrain.precision == "bf16" or (
-        params.pretrain.precision == "auto" and device.type == "cuda"
-    )
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    dtype = torch.bfloat16 if bf16(params.pretrain, device) else torch.float32
     peak = matmul_peak(device, dtype, 2048 if device.type == "cuda" else 1024, 2.0)
     metrics = pretrain(
         lm,

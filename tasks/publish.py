@@ -120,19 +120,12 @@ def build_bundle(
     )
 
 
-def _store(params: Params, target: str | None):
-    cfg = params.publish
-    return bundle.open_store(
-        target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s
-    )
-
-
 def run(
     params: Params, version: str | None = None, target: str | None = None, force: bool = False
 ) -> dict:
     cfg = params.publish
     name, version = cfg.name, version or cfg.version or default_version()
-    store = _store(params, target)
+    store = bundle.registry_store(params.publish, target)
     store.check()  # credentials and bucket, before any work
     bundle.registry.ensure_new(store, name, version)
 
@@ -160,4 +153,6 @@ def run(
 def fetch(params: Params, dest: str | Path, version: str | None = None,
           target: str | None = None) -> dict:  # fmt: skip
     """Download NAME/VERSION (default: latest) into dest and verify it against its manifest."""
-    return bundle.fetch(_store(params, target), params.publish.name, dest, version)
+    return bundle.fetch(
+        bundle.registry_store(params.publish, target), params.publish.name, dest, version
+    )

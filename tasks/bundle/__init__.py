@@ -34,7 +34,7 @@ from tasks.bundle.manifest import (
     write_manifest,
 )
 from tasks.bundle.registry import LATEST, fetch, open_bundle, publish, resolve
-from tasks.bundle.stores import RegistryError, open_store
+from tasks.bundle.stores import RegistryError, open_store, registry_store
 
 __all__ = [
     "EXPORT_DIR",
@@ -52,6 +52,7 @@ __all__ = [
     "open_store",
     "registry",
     "publish",
+    "registry_store",
     "resolve",
     "sha256_file",
     "verify_dir",

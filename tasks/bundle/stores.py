@@ -164,3 +164,8 @@ def open_store(target: str, bucket: str, local_dir: str, retries: int, backoff_s
     if target == "s3" or (target == "auto" and storage.s3_configured()):
         return S3Store(bucket, retries, backoff_s)
     return LocalStore(local_dir)
+
+
+def registry_store(cfg, target: str | None = None):
+    """The registry of params `publish:` (a PublishConfig); `target` overrides cfg.target."""
+    return open_store(target or cfg.target, cfg.bucket, cfg.local_dir, cfg.retries, cfg.backoff_s)
