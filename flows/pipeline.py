@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -35,9 +38,11 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from flows.dvc_stage import BUSY
+from tasks.summary import duration
+
 LOCK_FILE = ".dvc/tmp/genpt-pipeline.lock"
 IO_STAGES = {"publish"}  # I/O-bound stages: retried with backoff (also any stage touching s3://)
-URI = re.compile(r"\b(?:s3|gs|azure|https?|file)://\S+")
 
 
 class WorkspaceBusy(RuntimeError):
@@ -167,50 +172,72 @@ def stage_metrics(root: Path, stage: Stage) -> dict[str, float | int | str]:
     return out
 
 
-def published_uri(root: Path, stage: Stage, lines: list[str]) -> str | None:
-    """The bundle URI a stage reports: a JSON output with a `uri` key, or its last printed URI."""
+def published_uri(root: Path, stage: Stage) -> str | None:
+    """The bundle URI a stage reports in a JSON output with a `uri` key (publish's receipt)."""
     for rel in stage.outs:
         p = root / rel
         if p.suffix == ".json" and p.is_file():
             data = json.loads(p.read_text(encoding="utf-8"))
             if isinstance(data, dict) and isinstance(data.get("uri"), str):
                 return data["uri"]
-    found = [m for line in lines for m in URI.findall(line)]
-    return found[-1] if found else None
+    return None
+
+
+def loggers() -> tuple[logging.Logger, logging.Logger]:
+    """(brief, full): one line per stage, to the console and the run's Prefect log; and
+    each stage's complete output, to the Prefect log only (also the console if verbose)."""
+    from prefect.logging.handlers import APILogHandler
+
+    from tasks.logs import verbose
+
+    out = []
+    for name, console in (("genpt.pipeline", True), ("genpt.stage", verbose())):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+        lg.addHandler(APILogHandler())
+        if console:
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(logging.Formatter("%(message)s"))
+            lg.addHandler(h)
+        out.append(lg)
+    return out[0], out[1]
 
 
 @task(retries=0, cache_policy=NO_CACHE)  # DVC, not Prefect, decides what is up to date
 def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
-    """`dvc repro --single-item STAGE`, its output streamed to the Prefect log."""
-    log = get_run_logger()
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage.name]
-    if force:
-        cmd.append("--force")
-    log.info("$ %s", " ".join(cmd[2:]))
-    lines: list[str] = []
+    """One stage through DVC (flows/dvc_stage.py); its output streamed to the Prefect log."""
+    brief, full = loggers()
+    cmd = [sys.executable, "-m", "flows.dvc_stage", stage.name]
     tail: deque[str] = deque(maxlen=25)
-    with subprocess.Popen(
-        cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as proc:
-        for line in proc.stdout:
-            line = line.rstrip()
-            log.info("%s", line)
-            tail.append(line)
-            if URI.search(line) or "Running stage" in line or "skipping" in line:
-                lines.append(line)
-    text = "\n".join(tail)
-    if proc.returncode:
-        if "Unable to acquire lock" in text:
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="genpt-stage-") as tmp:
+        result = Path(tmp) / "result.json"
+        full.info("$ dvc repro --single-item %s%s", stage.name, " --force" if force else "")
+        with subprocess.Popen(
+            [*cmd, str(result), *(["--force"] if force else [])],
+            cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ) as proc:  # fmt: skip
+            for line in proc.stdout:
+                line = line.rstrip()
+                full.info("%s", line)
+                tail.append(line)
+        seconds = round(time.perf_counter() - t0, 1)
+        if proc.returncode == BUSY:
             raise WorkspaceBusy(
                 f"stage {stage.name}: another DVC process holds {root}/.dvc/tmp/lock"
             )
-        # from the first error line on: the stage's own message and its details
-        first = next((i for i, ln in enumerate(tail) if "error" in ln.lower()), 0)
-        errors = list(tail)[first:]
-        raise StageFailed(
-            f"stage {stage.name} failed (exit {proc.returncode}):\n" + "\n".join(errors)
-        )
-    ran = any(f"Running stage '{stage.name}'" in ln for ln in lines)
+        if proc.returncode:
+            # from the first error line on: the stage's own message and its details
+            first = next((i for i, ln in enumerate(tail) if "error" in ln.lower()), 0)
+            errors = list(tail)[first:]
+            brief.error("%-24s failed after %s", stage.name, duration(seconds))
+            raise StageFailed(
+                f"stage {stage.name} failed (exit {proc.returncode}):\n" + "\n".join(errors)
+            )
+        ran = bool(json.loads(result.read_text(encoding="utf-8"))["ran"])
+    brief.info("%-24s %-10s %s", stage.name, "ran" if ran else "up to date", duration(seconds))
     metrics = stage_metrics(Path(root), stage)
     if metrics:
         create_table_artifact(
@@ -222,10 +249,10 @@ def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
         if Path(rel).name == "table.json" and (Path(root) / rel).is_file():
             rows = json.loads((Path(root) / rel).read_text(encoding="utf-8"))
             create_table_artifact(rows, key=f"{_slug(stage.name)}-table", description=rel)
-    uri = published_uri(Path(root), stage, lines)
+    uri = published_uri(Path(root), stage)
     if uri:
         create_link_artifact(uri, link_text=uri, key=f"{_slug(stage.name)}-bundle")
-    return {"stage": stage.name, "ran": ran, "metrics": metrics, "uri": uri}
+    return {"stage": stage.name, "ran": ran, "seconds": seconds, "metrics": metrics, "uri": uri}
 
 
 def dataset_of(stage: str, datasets: set[str]) -> str | None:
@@ -245,15 +272,26 @@ def common_overrides(
     return out + list(overrides or [])
 
 
-def _summary(results: list[dict]) -> str:
-    rows = ["| stage | ran | metric | value |", "|---|---|---|---|"]
-    for r in results:
-        ran = "ran" if r["ran"] else "up to date"
-        rows += [f"| {r['stage']} | {ran} | {k} | {v} |" for k, v in r["metrics"].items()] or [
-            f"| {r['stage']} | {ran} | | |"
-        ]
-    links = [f"- published bundle: [{r['uri']}]({r['uri']})" for r in results if r["uri"]]
-    return "# genpt pipeline\n\n" + "\n".join(rows) + "\n\n" + "\n".join(links) + "\n"
+@contextmanager
+def applied_params(root: Path, overrides: list[str], source: Path | None = None) -> Iterator[None]:
+    """params.yaml with `overrides` (on the params of `source`, e.g. a recipe, if given) for
+    the block's duration, then as it was: the flow's parameters change this run, not the
+    file the user owns (dvc.lock records the values the stages ran with, so a later plain
+    run re-runs what they changed)."""
+    from tasks.io import atomic_write_text
+
+    path = root / "params.yaml"
+    before = path.read_bytes()
+    try:
+        if source:
+            atomic_write_text(path, source.read_text(encoding="utf-8"))
+        write_params(root, overrides)
+        yield
+    finally:
+        if path.read_bytes() != before:
+            from tasks.io import atomic_write_text
+
+            atomic_write_text(path, before.decode("utf-8"))
 
 
 @flow(name="genpt-pipeline")
@@ -265,39 +303,59 @@ def pipeline(
     overrides: list[str] | None = None,
     force: bool = False,
     workspace: str = ".",
+    params_file: str | None = None,
 ) -> dict:
     """Run every dvc.yaml stage in order, each as a task; DVC skips what is up to date.
 
     preset: model.preset; lm_coef: finetune.lm_coef (lambda); steps: pretrain.steps;
     datasets: only these datasets' `STAGE@NAME` stages (default: all);
-    overrides: more `section.key=value` (like `dvc exp run -S`); force: rerun every stage;
-    workspace: the DVC workspace (a clone of this repo).
+    overrides: more `section.key=value` (like `dvc exp run -S`), for this run only:
+    params.yaml is left as it was; force: rerun every stage;
+    workspace: the DVC workspace (a clone of this repo);
+    params_file: run with this file's params (e.g. recipes/cpu-hour.yaml) instead of the
+    workspace's params.yaml, which is restored after the run.
     """
+    from tasks import summary
     from tasks.params import load_params
 
-    log = get_run_logger()
+    brief, _ = loggers()
     root = Path(workspace).resolve()
     results = []
     with workspace_lock(root):
         sets = common_overrides(preset, lm_coef, steps, overrides)
-        known = set(load_params(root / "params.yaml", sets).datasets)  # validates first
-        unknown = set(datasets or []) - known
+        source = Path(params_file).resolve() if params_file else None
+        params = load_params(source or root / "params.yaml", sets)  # validates first
+        art = Path(root, params.paths.artifacts)  # relative to the workspace, not the cwd
+        rooted = params.model_copy(
+            update={"paths": params.paths.model_copy(update={"artifacts": str(art)})}
+        )
+        unknown = set(datasets or []) - set(params.datasets)
         if unknown:
-            raise ValueError(f"unknown datasets {sorted(unknown)}; configured: {sorted(known)}")
-        write_params(root, sets)
-        skip = known - set(datasets) if datasets else set()
-        for stage in read_stages(root):
-            if dataset_of(stage.name, known) in skip:
-                log.info("stage %s: dataset not selected, not run", stage.name)
-                continue
-            task_ = run_stage.with_options(
-                name=f"stage-{stage.name}",
-                task_run_name=stage.name,
-                retries=3 if stage.io_bound else 0,
-                retry_delay_seconds=exponential_backoff(backoff_factor=10) if stage.io_bound else 0,
-                retry_jitter_factor=0.5 if stage.io_bound else None,
+            raise ValueError(
+                f"unknown datasets {sorted(unknown)}; configured: {sorted(params.datasets)}"
             )
-            results.append(task_(stage, str(root), force))
+        if sets or source:
+            given = " ".join([*([str(source)] if source else []), *sets])
+            brief.info("params for this run: %s (params.yaml is restored after it)", given)
+        skip = set(params.datasets) - set(datasets) if datasets else set()
+        with applied_params(root, sets, source):
+            for stage in read_stages(root):
+                if dataset_of(stage.name, set(params.datasets)) in skip:
+                    brief.info("%-24s not run (dataset not selected)", stage.name)
+                    continue
+                task_ = run_stage.with_options(
+                    name=f"stage-{stage.name}",
+                    task_run_name=stage.name,
+                    retries=3 if stage.io_bound else 0,
+                    retry_delay_seconds=exponential_backoff(backoff_factor=10)
+                    if stage.io_bound
+                    else 0,
+                    retry_jitter_factor=0.5 if stage.io_bound else None,
+                )
+                results.append(task_(stage, str(root), force))
+                summary.write_run(rooted, [
+                    {k: r[k] for k in ("stage", "ran", "seconds")} for r in results
+                ])  # fmt: skip
     table = [
         {"stage": r["stage"], "metric": k, "value": v}
         for r in results
@@ -305,5 +363,8 @@ def pipeline(
     ]
     if table:
         create_table_artifact(table, key="genpt-metrics", description="metrics of every stage")
-    create_markdown_artifact(_summary(results), key="genpt-summary", description="pipeline run")
-    return {r["stage"]: r for r in results}
+    text = summary.render(rooted)
+    create_markdown_artifact(
+        f"# genpt pipeline\n\n```\n{text}\n```\n", key="genpt-summary", description="pipeline run"
+    )
+    return {"stages": {r["stage"]: r for r in results}, "summary": text}

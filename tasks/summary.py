@@ -1,0 +1,151 @@
+"""The short run summary `genpt pipeline` ends with, and `genpt status` prints.
+
+It answers three questions: did the run work (each stage, ran or up to date, and its
+time), what did the model learn (pre-training loss, each dataset beside its baselines
+and the ablation), and where did it go (the gate's verdict, the published bundle).
+Everything is read from the stage outputs and the flow's run record (`run.json`);
+the full figures stay there, in the Prefect artifacts and in the log.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.io import write_json
+from tasks.params import Params
+
+RUN_FILE = "run.json"  # under paths.artifacts: the last pipeline run's stages
+
+
+def write_run(params: Params, stages: list[dict]) -> None:
+    """Record the flow's stages: [{"stage", "ran", "seconds"}] in run order."""
+    write_json(params.artifacts(RUN_FILE), {"stages": stages})
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Plain aligned columns (first left, the rest right), readable in any log."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(r: list[str]) -> str:
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        return "  ".join(cells).rstrip()
+
+    return [fmt(header), *(fmt(r) for r in rows)]
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def stage_lines(run: dict) -> list[str]:
+    stages = run["stages"]
+    ran = sum(s["ran"] for s in stages)
+    total = sum(s["seconds"] for s in stages)
+    rows = [[s["stage"], "ran" if s["ran"] else "up to date", duration(s["seconds"])]
+            for s in stages]  # fmt: skip
+    head = f"stages: {ran} ran, {len(stages) - ran} up to date, {duration(total)}"
+    return [head, *("  " + ln for ln in table(["stage", "outcome", "time"], rows))]
+
+
+def pretrain_line(params: Params) -> str | None:
+    m = _read(params.artifacts("pretrain", "metrics.json"))
+    if not m:
+        return None
+    parts = [f"val loss {m['val/loss']:.3f} (perplexity {m['val/perplexity']:.1f})"]
+    if "train/tokens_per_s_mean" in m:
+        parts.append(f"{m['train/tokens_per_s_mean']:,.0f} tokens/s")
+    if "train/mfu" in m:
+        parts.append(f"MFU {100 * m['train/mfu']:.1f}%")
+    parts.append(f"{m['step']:,} steps, {m['tokens'] / 1e6:.1f}M tokens")
+    return "pre-training: " + ", ".join(parts)
+
+
+def _pm(arm: dict | None) -> str:
+    return f"{arm['mean']:.1f} ± {arm['std']:.1f}" if arm else "–"
+
+
+def _gain(g: dict | None) -> str:
+    if not g:
+        return "–"
+    ci = f" [{g['lo']:+.1f}, {g['hi']:+.1f}]" if g.get("lo") is not None else ""
+    return f"{g['mean']:+.1f}{ci}"
+
+
+def dataset_lines(params: Params) -> list[str]:
+    """Each dataset: the product model's dev metric beside the baseline and the ablation."""
+    report = _read(params.artifacts("report", "metrics.json")) or {"datasets": {}}
+    rows = []
+    for name, ds in params.datasets.items():
+        ev = _read(params.artifacts("eval", name, "metrics.json"))
+        r = report["datasets"].get(name, {})
+        arms = r.get("arms", {})
+        rows.append(
+            [
+                name,
+                ds.metric,
+                f"{100 * ev[ds.metric]:.1f}" if ev else "–",
+                f"{r['baseline']:.1f}" if "baseline" in r else "–",
+                _pm(arms.get("scratch")),
+                _pm(arms.get("full")),
+                _gain(r.get("gain_pretraining")),
+            ]
+        )
+    if not rows:
+        return []
+    avg = report.get("average", {})
+    if "gain_pretraining" in avg:
+        a = avg["arms"]
+        rows.append(["average", "", "", f"{avg['baseline']:.1f}", f"{a['scratch']:.1f}",
+                     f"{a['full']:.1f}", _gain(avg["gain_pretraining"])])  # fmt: skip
+    head = ["dataset", "metric", "model", "baseline", "scratch", "pre-trained", "gain (95% CI)"]
+    return [
+        "datasets (dev, metric × 100; ablation: mean ± std over seeds):",
+        *("  " + ln for ln in table(head, rows)),
+    ]
+
+
+def gate_line(params: Params) -> str | None:
+    v = _read(params.artifacts("gate", "verdict.json"))
+    if v is None:
+        return None
+    failed = [c for c in v.get("checks", []) if not c["passed"]]
+    if v.get("passed"):
+        return f"gate: passed ({len(v.get('checks', []))} checks)"
+    first = failed[0] if failed else None
+    why = (
+        f": {first['dataset'] or 'average'} {first['what']} = {first['value']} "
+        f"(needs {first['rule']} {first['threshold']})"
+        if first
+        else ""
+    )
+    return f"gate: FAILED{why}"
+
+
+def publish_line(params: Params) -> str | None:
+    r = _read(params.artifacts("publish", "receipt.json"))
+    if r is None:
+        return None
+    where = f" ({r['store']}: {r['why']})" if "store" in r else ""
+    forced = " (gate overridden with --force)" if r.get("gate", {}).get("forced") else ""
+    return f"published: {r['uri']}{where}{forced}"
+
+
+def render(params: Params, run: dict | None = None) -> str:
+    """The summary as plain text; `run` defaults to the recorded last run."""
+    run = run or _read(params.artifacts(RUN_FILE))
+    out = stage_lines(run) if run else ["stages: no pipeline run recorded"]
+    for line in (pretrain_line(params), *dataset_lines(params), gate_line(params),
+                 publish_line(params) or "published: nothing yet"):  # fmt: skip
+        if line:
+            out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,127 @@
+"""What `genpt pipeline` prints: a short summary, no known third-party noise, and a
+failing stage's own error; everything else stays in the Prefect log (and `-v`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tasks import logs
+from tests.conftest import clone_repo
+
+MAX_LINES = 60  # the whole console output of a default-shaped run
+NOISE = re.compile(
+    r"torchvision is not installed|The axis name|LeafSpec|pre-processing before quantization"
+    r"|git add dvc\.lock|core\.autostage|dvc push|Starting temporary server"
+)
+
+
+def _pipeline(ws: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "GENPT_LOG"))}
+    env.update(PREFECT_HOME=str(ws.parent / "prefect-home"), PYTHONPATH=str(ws))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "pipeline", *args],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+
+
+@pytest.mark.slow
+def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
+    tmp_path, tiny_overrides
+):
+    ws = tmp_path / "ws"
+    clone_repo(ws)
+    sets = [o for o in tiny_overrides if not o.startswith("paths.artifacts")]
+    sets = [x for o in sets for x in ("-S", o)]
+    before = (ws / "params.yaml").read_text()
+
+    r = _pipeline(ws, *sets)
+    console = (r.stdout + r.stderr).splitlines()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(console) <= MAX_LINES, "\n".join(console)
+    assert not [ln for ln in console if NOISE.search(ln)], "\n".join(console)
+    out = r.stdout
+    for line in ("stages: ", "pre-training: val loss", "datasets (dev", "gate: passed"):
+        assert line in out, out
+    n_stages = len(json.loads((ws / "artifacts" / "run.json").read_text())["stages"])
+    assert f"stages: {n_stages} ran, 0 up to date" in out
+    assert re.search(r"^  authors\s+accuracy\s+\d+\.\d", out, re.M), out  # a dataset row
+    assert re.search(r"^published: \S+ \(local: no S3 endpoint configured", out, re.M), out
+    assert (ws / "params.yaml").read_text() == before  # the -S values were for this run
+
+    # `genpt status` reads the same files; with the same params it prints the same summary
+    st = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "status", *sets],
+        cwd=ws, env=dict(os.environ, PYTHONPATH=str(ws)), capture_output=True, text=True,
+    )  # fmt: skip
+    assert st.returncode == 0 and st.stdout.strip() == out.strip()
+
+    # a bad label in a dev file: the first stage fails, and its error reaches the console
+    dev = ws / "data/finetune/authors/dev.jsonl"
+    rows = dev.read_text().splitlines()
+    dev.write_text("\n".join([json.dumps(json.loads(rows[0]) | {"label": "nobody"}), *rows[1:]]))
+    r = _pipeline(ws, *sets)
+    console = (r.stdout + r.stderr).splitlines()
+    assert r.returncode == 1
+    assert len(console) <= MAX_LINES, "\n".join(console)
+    err = r.stderr
+    assert "stage validate failed" in err and "authors/dev.jsonl" in err and "nobody" in err
+
+
+def test_known_noise_is_silenced_and_other_warnings_are_not(monkeypatch):
+    monkeypatch.delenv(logs.ENV, raising=False)
+    logs.quiet_third_party()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        logs.quiet_third_party()  # after simplefilter: the filters go in front again
+        warnings.warn(
+            "# The axis name: batch will not be used, since ...", UserWarning, stacklevel=2
+        )
+        warnings.warn(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=2
+        )
+        warnings.warn("a real warning from our code", UserWarning, stacklevel=2)
+    assert [str(w.message) for w in seen] == ["a real warning from our code"]
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    h = Keep()
+    for name in ("", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).addHandler(h)
+    try:
+        logging.getLogger("torch.onnx._internal.exporter._registration").warning(
+            "torchvision is not installed. Skipping torchvision::nms"
+        )
+        logging.warning("Please consider pre-processing before quantization. See ...")
+        logging.warning("a real root warning")
+    finally:
+        for name in ("", "torch.onnx._internal.exporter._registration"):
+            logging.getLogger(name).removeHandler(h)
+    assert records == ["a real root warning"]
+
+
+def test_log_level_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(logs.ENV, "debug")
+    assert logs.verbose()
+    monkeypatch.setenv(logs.ENV, "warning")
+    assert logs.level() == logging.WARNING and not logs.verbose()
+    monkeypatch.setenv(logs.ENV, "loud")
+    with pytest.raises(ValueError, match="GENPT_LOG_LEVEL='LOUD'"):
+        logs.level()
