@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from model import inputs, metrics
 from model.config import FinetuneConfig, ModelConfig
 from model.gpt import build_lm
 from model.pretrain import resolve_device
+from model.progress import progress
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 
@@ -170,7 +170,7 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     step, dev_metrics, best = 0, {}, None
-    bar = tqdm(total=total, desc="finetune", unit="step", mininterval=2.0)
+    bar = progress(total, "finetune")
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(train), generator=gen).tolist()
