@@ -282,10 +282,11 @@ def pipeline(
 
     # the ephemeral server's first start migrates its database: slow on a loaded machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    if not logs.verbose():  # Prefect's own INFO lines (server start, task states)
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.pipeline import StageFailed, WorkspaceBusy
     from flows.pipeline import pipeline as flow
+
+    if not logs.verbose():  # Prefect's lines stay in its API log; errors are printed below
+        logs.console_without("prefect")
 
     path = Path(params)
     if not path.is_file():

@@ -64,3 +64,20 @@ def quiet_third_party() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Drop) and f.pattern.pattern == pattern for f in logger.filters):
             logger.addFilter(_Drop(pattern))
+
+
+class _Not(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(self.prefix)
+
+
+def console_without(prefix: str) -> None:
+    """Keep the loggers named `prefix*` off the root logger's console handlers (their own
+    handlers, e.g. Prefect's API log, still get every record)."""
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, _Not) and f.prefix == prefix for f in h.filters):
+            h.addFilter(_Not(prefix))
