@@ -47,12 +47,32 @@ def duration(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
+def stage_rows(stages: list[dict]) -> list[list[str]]:
+    """One row per stage; the stages of one `foreach`/`matrix` (`study@…`) as one row."""
+    groups: dict[str, list[dict]] = {}
+    for s in stages:
+        groups.setdefault(s["stage"].split("@")[0], []).append(s)
+    rows = []
+    for name, group in groups.items():
+        n_ran = sum(s["ran"] for s in group)
+        if len(group) == 1 and "@" not in group[0]["stage"]:
+            label = name
+        else:
+            label = f"{name}@… ({len(group)})"
+        outcome = (
+            "ran" if n_ran == len(group)
+            else "up to date" if n_ran == 0
+            else f"{n_ran} ran, {len(group) - n_ran} up to date"
+        )  # fmt: skip
+        rows.append([label, outcome, duration(sum(s["seconds"] for s in group))])
+    return rows
+
+
 def stage_lines(run: dict) -> list[str]:
     stages = run["stages"]
     ran = sum(s["ran"] for s in stages)
     total = sum(s["seconds"] for s in stages)
-    rows = [[s["stage"], "ran" if s["ran"] else "up to date", duration(s["seconds"])]
-            for s in stages]  # fmt: skip
+    rows = stage_rows(stages)
     head = f"stages: {ran} ran, {len(stages) - ran} up to date, {duration(total)}"
     return [head, *("  " + ln for ln in table(["stage", "outcome", "time"], rows))]
 
@@ -122,12 +142,11 @@ def gate_line(params: Params) -> str | None:
     if v.get("passed"):
         return f"gate: passed ({len(v.get('checks', []))} checks)"
     first = failed[0] if failed else None
-    why = (
-        f": {first['dataset'] or 'average'} {first['what']} = {first['value']} "
-        f"(needs {first['rule']} {first['threshold']})"
-        if first
-        else ""
-    )
+    why = ""
+    if first:
+        who = f"{first['dataset']}: " if first["dataset"] else ""
+        need = f"needs {first['rule']} {first['threshold']}"
+        why = f": {who}{first['what']} = {first['value']} ({need})"
     return f"gate: FAILED{why}"
 
 
