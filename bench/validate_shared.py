@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from tasks import offline
+
+offline.apply()
 
 
 # name: task type, adapter, train, dev, test, labels (paths relative to shared/data)

@@ -11,21 +11,12 @@ Truncation never drops start, delim or extract: it trims the longest part first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 
-TaskType = Literal["classification", "entailment", "similarity", "multiple_choice"]
-TASK_TYPES: tuple[str, ...] = ("classification", "entailment", "similarity", "multiple_choice")
+from model.schema import TEXT_FIELDS, check_task_type, is_regression
+
 Ids = list[int]
-# Text fields of the canonical schema, per task type (multiple choice: context,
-# question and the list `choices`).
-TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("text",),
-    "entailment": ("premise", "hypothesis"),
-    "similarity": ("text_a", "text_b"),
-    "multiple_choice": ("context", "question"),
-}
 
 
 def fit_lengths(lengths: Sequence[int], budget: int) -> list[int]:
@@ -99,7 +90,8 @@ def transform(task_type: str, fields: dict[str, object], sp: dict[str, int], max
         return multiple_choice(
             fields["context"], fields["question"], fields["choices"], sp, max_len
         )
-    raise ValueError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
+    check_task_type(task_type)
+    raise AssertionError(task_type)  # every task type is handled above
 
 
 def collate(examples: Sequence[list[Ids]], task_type: str, pad_id: int) -> dict[str, torch.Tensor]:
@@ -134,7 +126,7 @@ def describe_output(task_type: str, num_labels: int) -> str:
     """task.json's `output`: what the `logits` output means."""
     if task_type == "multiple_choice":
         return "logits (batch, choices): one score per choice; prediction = argmax (choice index)"
-    if num_labels == 1:
+    if is_regression(task_type, num_labels):
         return "logits (batch,): the predicted score (regression); prediction = the value"
     return "logits (batch, num_labels); prediction = labels[argmax] (the index if no labels)"
 

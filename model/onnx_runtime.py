@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model import inputs
+from model import inputs, schema
 from model.generate import fit_prompt
 from model.tokenizer import EOT, load_tokenizer, special_ids
 
@@ -83,23 +83,6 @@ def model_file(model_dir: str | Path, variant: str) -> Path:
     return path
 
 
-def transform_record(record: dict, task_type: str, tok, max_len: int, row: int = 0) -> list:
-    """The task type's input transformation of one canonical record (labels not needed)."""
-    # Multiple choice needs its choices (context or question may be empty, e.g. ARC).
-    need = ("choices",) if task_type == "multiple_choice" else inputs.TEXT_FIELDS[task_type]
-    missing = [k for k in need if not record.get(k)]
-    if missing:
-        raise ValueError(f"row {row}: missing field(s) {missing} for task type {task_type}")
-
-    def ids(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
-
-    fields = {k: ids(record.get(k) or "") for k in inputs.TEXT_FIELDS[task_type]}
-    if task_type == "multiple_choice":
-        fields["choices"] = [ids(c) for c in record["choices"]]
-    return inputs.transform(task_type, fields, special_ids(tok), max_len)
-
-
 class OnnxTaskModel:
     """A fine-tuned task model under ONNX Runtime: records -> logits / predictions."""
 
@@ -114,7 +97,7 @@ class OnnxTaskModel:
         self.meta = json.loads((self.dir / "task.json").read_text())
         self.task_type = self.meta["task_type"]
         self.labels = self.meta.get("labels")
-        self.regression = self.meta["num_labels"] == 1 and self.task_type != "multiple_choice"
+        self.regression = schema.is_regression(self.task_type, self.meta["num_labels"])
         self.tok = load_tokenizer(self.dir)
         self.pad = special_ids(self.tok)["pad"]
         self.session = session(model_file(self.dir, variant), device, threads)
@@ -131,7 +114,7 @@ class OnnxTaskModel:
 
     def encode(self, records: Iterable[dict]) -> Iterator[list]:
         for i, r in enumerate(records, start=1):
-            yield transform_record(r, self.task_type, self.tok, self.meta["max_len"], i)
+            yield schema.encode_record(r, self.task_type, self.tok, self.meta["max_len"], i)
 
     def predict(self, records: Sequence[dict], batch_size: int = 32) -> list[dict]:
         """One {"prediction", "logits"} per record, in order."""
@@ -149,7 +132,7 @@ class OnnxTaskModel:
                 continue
             k = int(np.argmax(row))
             pred = self.labels[k] if self.labels else k
-            finite = np.where(np.isfinite(row) & (row > -1e30), row, None)
+            finite = np.where(~np.isfinite(row) | schema.missing_choice(row), None, row)
             rows.append(
                 {"prediction": pred, "logits": [None if v is None else float(v) for v in finite]}
             )

@@ -89,7 +89,8 @@ def export_task(src: Path, out: Path, cfg: ExportConfig, records: list[dict]) ->
 
     from model import onnx_export as ox
     from model.inputs import collate
-    from model.onnx_runtime import OnnxTaskModel, transform_record
+    from model.onnx_runtime import OnnxTaskModel
+    from model.schema import encode_record
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer, special_ids
 
@@ -104,7 +105,7 @@ def export_task(src: Path, out: Path, cfg: ExportConfig, records: list[dict]) ->
     write_json(out / "task.json", task_spec(meta, tok))
 
     # Parity on real inputs: fp32 logits within atol of PyTorch; int8 agreement noted.
-    examples = [transform_record(r, meta["task_type"], tok, meta["max_len"]) for r in records]
+    examples = [encode_record(r, meta["task_type"], tok, meta["max_len"]) for r in records]
     batch = collate(examples, meta["task_type"], special_ids(tok)["pad"])
     with torch.no_grad():
         ref = model(batch["input_ids"], batch["attention_mask"])[0].numpy()
@@ -169,8 +170,9 @@ def task_spec(meta: dict, tok) -> dict:
 
 
 def _compare(ref: np.ndarray, got: np.ndarray, meta: dict) -> dict:
-    finite = ref > np.finfo(np.float32).min / 2  # multiple choice: missing choices are -inf-like
-    res = {"max_abs": float(np.abs(np.where(finite, ref - got, 0.0)).max())}
+    from model.schema import missing_choice
+
+    res = {"max_abs": float(np.abs(np.where(missing_choice(ref), 0.0, ref - got)).max())}
     if ref.ndim == 2:
         res["same_argmax"] = float((ref.argmax(-1) == got.argmax(-1)).mean())
     return res
@@ -292,11 +294,13 @@ def _tensor(name: str, dims: list[int], dtype: str, reshape: list[int] | None = 
 
 def triton_config(name: str, export_info: dict, task: dict | None, max_batch: int) -> str:
     """config.pbtxt for one exported model (dims exclude the batch dimension)."""
+    from model.schema import is_regression
+
     if export_info["kind"] == "task":
         tt = export_info["task_type"]
         in_dims = {"similarity": [2, -1], "multiple_choice": [-1, -1]}.get(tt, [-1])
         ins = [_tensor(n, in_dims, "TYPE_INT64") for n in export_info["inputs"]]
-        regression = task["num_labels"] == 1 and tt != "multiple_choice"
+        regression = is_regression(tt, task["num_labels"])
         if tt == "multiple_choice":
             out = _tensor("logits", [-1], "TYPE_FP32")
         elif regression:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections import Counter
@@ -24,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from model.schema import REQUIRED, TEXT_FIELDS, required_fields, type_error
+from tasks import offline
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
-from tasks.loaders import REQUIRED, TEXT_FIELDS, DatasetError, read_split, split_path, where
+from tasks.loaders import DatasetError, read_split, split_path, where
 from tasks.params import DatasetConfig, Params, ValidateConfig
 from tasks.tokenize import corpus_files
 
@@ -123,8 +124,13 @@ def record_keys(records: list[dict], task_type: str) -> tuple[list[str], list[st
     return exact, norm
 
 
-def split_rows(records: list[dict], task_type: str) -> tuple[list[str], dict[str, list]]:
-    """Row labels and columns of a split's frame (empty strings -> None)."""
+def split_rows(
+    records: list[dict], task_type: str, labels: list[str] | None = None
+) -> tuple[list[str], dict[str, list]]:
+    """Row labels and columns of a split's frame (empty strings -> None).
+
+    `schema_error` names the first field of the wrong type or shape (model/schema.py),
+    e.g. choices given as a string; the other columns read only well-typed values."""
     fields = [k for k in REQUIRED[task_type] if k != "choices"]
     fields += [k for k in TEXT_FIELDS[task_type] if k not in fields]
     fields += [k for k in ("label", "score") if k not in fields]
@@ -135,36 +141,38 @@ def split_rows(records: list[dict], task_type: str) -> tuple[list[str], dict[str
             continue
         vals = [r.get(k) for r in records]
         vals = [None if v is None or (isinstance(v, str) and not v.strip()) else v for v in vals]
-        cols[k] = [str(v) if k == "label" and v is not None else v for v in vals]
+        if k == "score":  # a non-number is a schema_error; the range check skips it
+            vals = [v if isinstance(v, int | float) else None for v in vals]
+        cols[k] = [str(v) if k != "score" and v is not None else v for v in vals]
     if task_type == "multiple_choice":
         cols["prompt"] = [
             " ".join(str(r.get(k) or "") for k in ("context", "question")).strip() or None
             for r in records
         ]
         if "choices" in present:
-            ch = [r.get("choices") or [] for r in records]
-            cols["choices"] = [c or None for c in ch]
+            ch = [c if isinstance(c := r.get("choices"), list) else [] for r in records]
+            cols["choices"] = [r.get("choices") or None for r in records]
             cols["n_choices"] = [len(c) for c in ch]
             cols["empty_choices"] = [sum(1 for x in c if not str(x or "").strip()) for c in ch]
             cols["label_index"] = [
                 int(r["label"]) if str(r.get("label", "")).lstrip("-").isdigit() else -1
                 for r in records
             ]
-    labels = [where(r, i) for i, r in enumerate(records, 1)]
-    return labels, cols
+    cols["schema_error"] = [type_error(r, task_type, labels) for r in records]
+    return [where(r, i) for i, r in enumerate(records, 1)], cols
 
 
 def split_expectations(cfg: DatasetConfig, v: ValidateConfig, columns: list[str]) -> list:
     import great_expectations as gx
 
     E = gx.expectations
-    need = list(REQUIRED[cfg.task_type])
-    if cfg.task_type == "similarity":
-        need.append("label" if cfg.labels else "score")
+    need = list(required_fields(cfg.task_type, cfg.labels))
     ex = [
         E.ExpectTableRowCountToBeBetween(min_value=1),
         E.ExpectTableColumnsToMatchSet(column_set=need, exact_match=False),
     ]
+    if "schema_error" in columns:
+        ex.append(E.ExpectColumnValuesToBeNull(column="schema_error"))
     ex += [E.ExpectColumnValuesToNotBeNull(column=k) for k in need if k in columns]
     text = ["prompt"] if cfg.task_type == "multiple_choice" else TEXT_FIELDS[cfg.task_type]
     ex += [
@@ -343,8 +351,9 @@ def describe_failures(result, where_: str, frame, at: dict[str, str] | None = No
         for idx in rows[:SHOW_ROWS]:
             val = frame.at[idx, col] if col in frame.columns else None
             val = val.item() if isinstance(val, np.generic) else val
+            val = "missing" if val is None or val != val else repr(val)  # None or NaN
             extra = f" at {frame.at[idx, at[col]]}" if at and col in at else ""
-            shown.append(f"{idx} ({val!r}{extra})" if col else str(idx))
+            shown.append(f"{idx} ({val}{extra})" if col else str(idx))
         if "unexpected_count" in res:
             what = f"{res['unexpected_count']} of {res.get('element_count')} rows"
             out.append(f"{where_}: {name} failed for {what}: {'; '.join(shown)}")
@@ -413,7 +422,7 @@ def validate(
             except DatasetError as e:
                 failures.append(f"{name}/{split}: {e}")
                 continue
-            labels, cols = split_rows(records, cfg.task_type)
+            labels, cols = split_rows(records, cfg.task_type, cfg.labels)
             st = {"rows": len(records), "skipped_rows": getattr(records, "skipped", 0)}
             st["sha256"] = records_sha256(records)  # stages depending on summary.json see edits
             if split == "train":
@@ -449,7 +458,7 @@ def validate(
 
 def run(params: Params) -> dict:
     """Validate; write summary.json and Data Docs; raise DataValidationError on any failure."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    offline.apply()  # GX analytics off, also when called as a library
     t0 = time.perf_counter()
     with atomic_dir(params.artifacts("validate")) as d:
         summary, failures = validate(params, d / "docs")

@@ -185,3 +185,53 @@ def test_train_test_overlap(tmp_path):
     p = params_for(tmp_path, [good_corpus(tmp_path)], {"d": cfg})
     failed_validation(p, "test.jsonl: expect_column_values_to_be_in_set(column='in_train'",
                       "1 of 3 rows", "row 2")  # fmt: skip
+
+
+def mc(i, **kw):
+    return {"context": f"context {i}", "question": "q", "choices": ["a", "b"], "label": 0, **kw}
+
+
+@pytest.mark.parametrize(
+    ("task", "bad_rows", "row_and_rule"),
+    [
+        # multiple choice: choices a string (each character would become a choice)
+        ("multiple_choice", [mc(1, choices="ab"), mc(2, choices="cd")],
+         "row 1 ('choices is of type str, not a list of strings')"),
+        ("multiple_choice", [mc(1, choices=["a", 2])],
+         "row 1 ('choices holds a int (2), not only strings')"),
+        ("multiple_choice", [mc(1, label="1")],
+         "row 1 ('label is of type str, not an int (0-based index into choices)')"),
+        # wrong types: a class label given as a number; a text that is not a string
+        ("entailment", [{**row(1), "label": 1}],
+         "row 1 ('label is of type int, not a string (a class name; quote it)')"),
+        ("entailment", [{**row(1), "hypothesis": 5}, {**row(2), "hypothesis": 6}],
+         "row 2 ('hypothesis is of type int, not a string')"),
+        ("similarity", [{"text_a": "a b", "text_b": "c d", "score": "high"}],
+         "row 1 ('score is of type str, not a number')"),
+    ],
+)  # fmt: skip
+def test_malformed_record_shapes(tmp_path, task, bad_rows, row_and_rule):
+    """Each malformed shape fails validation naming file, row and rule (column
+    schema_error, model/schema.py), and fails loading for fine-tuning the same way."""
+    good = [mc(0)] if task == "multiple_choice" else [row(0)]
+    if task == "similarity":
+        good = [{"text_a": "x y", "text_b": "y z", "score": 1.5}]
+    labels = ("yes", "no") if task == "entailment" else None
+    cfg = dataset(tmp_path, good, bad_rows, task=task, labels=labels)
+    p = params_for(tmp_path, [good_corpus(tmp_path)], {"d": cfg})
+    failed_validation(p, "ds/dev.jsonl: expect_column_values_to_be_null(column='schema_error')",
+                      row_and_rule)  # fmt: skip
+    rule = row_and_rule.split(" ('")[1].rstrip("')")
+    with pytest.raises(DatasetError, match=r"dev.jsonl: row \d: ") as e:
+        load_split(cfg, "dev")
+    assert rule in str(e.value) or "required field" in str(e.value)
+
+
+def test_missing_field_named_with_its_row(tmp_path):
+    """A field missing from one row (present in others): file, row and the not-null rule."""
+    cfg = dataset(tmp_path, [row(0)], [row(1), {"premise": "a premise", "label": "no"}])
+    p = params_for(tmp_path, [good_corpus(tmp_path)], {"d": cfg})
+    failed_validation(p, "ds/dev.jsonl: expect_column_values_to_not_be_null(column='hypothesis')",
+                      "1 of 2 rows", "row 2 (missing)")  # fmt: skip
+    with pytest.raises(DatasetError, match=r"dev.jsonl: row 2: required field 'hypothesis'"):
+        load_split(cfg, "dev")
