@@ -80,6 +80,7 @@ def read_corpus(files: list[Path]) -> tuple[list[dict], list[str]]:
                 "longest_line": len(lines[longest]),
                 "longest_line_at": f"line {longest + 1}",
                 "nul": text.count("\x00"),
+                "nul_at": f"line {_line_of(text, text.index(chr(0)))}" if "\x00" in text else None,
                 "control_rate": len(CONTROL.findall(text)) / max(len(text), 1),
                 "control_at": f"line {_line_of(text, ctrl.start())}" if ctrl else None,
                 "duplicate_of": None if first == str(f) else first,
@@ -398,7 +399,7 @@ def validate(
     rows, texts = read_corpus(files)
     frame = pd.DataFrame(rows, index=[r["file"] for r in rows])
     res = run_suite(ctx, source, "corpus", frame, corpus_expectations(v))
-    at = {"longest_line": "longest_line_at", "nul": "control_at", "control_rate": "control_at"}
+    at = {"longest_line": "longest_line_at", "nul": "nul_at", "control_rate": "control_at"}
     failures += describe_failures(res, "corpus", frame, at)
     summary["corpus"] = {
         "files": len(rows),

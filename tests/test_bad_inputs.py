@@ -90,6 +90,13 @@ def test_nul_and_control_characters(tmp_path):
         tokenize.run(p)
     no_partial_output(tmp_path)
     failed_validation(p, "column='nul'", "nul.txt", "at line 3")
+    # a control character before the NUL: the NUL's own line is named
+    late = tmp_path / "late_nul.txt"
+    late.write_text("\x1b[1mbold\x1b[0m heading\nplain\nbin\x00ary\n")
+    with pytest.raises(tokenize.CorpusError, match=r"late_nul.txt: line 3: NUL character"):
+        tokenize.run(params_for(tmp_path, [good_corpus(tmp_path), late]))
+    msg = failed_validation(params_for(tmp_path, [good_corpus(tmp_path), late]), "column='nul'")
+    assert "late_nul.txt (1 at line 3)" in msg.split("column='nul'")[1].split("\n")[0], msg
     ctrl = tmp_path / "ansi.txt"
     ctrl.write_text("plain text\n" * 10 + "\x1b[31mred\x1b[0m terminal dump\n")
     failed_validation(
