@@ -29,11 +29,13 @@ VARIANTS = {
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
-def cuda_problem() -> str | None:
-    """Why ONNX Runtime's CUDA provider cannot run here, or None if it can."""
+def cuda_problem(available: Sequence[str] | None = None) -> str | None:
+    """Why ONNX Runtime's CUDA provider cannot run here, or None if it can.
+
+    available: the providers to judge (default: this onnxruntime build's)."""
     import onnxruntime as ort
 
-    if CUDA not in ort.get_available_providers():
+    if CUDA not in (ort.get_available_providers() if available is None else available):
         return "this onnxruntime build has no CUDA provider"
     try:
         import ctypes
@@ -48,29 +50,47 @@ def cuda_problem() -> str | None:
     return None
 
 
-def session(path: str | Path, device: str = "auto", threads: int | None = None):
+def providers_for(device: str, problem: str | None) -> list[str]:
+    """The providers to ask for: CUDA first unless device is cpu or CUDA has a problem."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {device!r}: expected auto, cpu or cuda")
+    return [CUDA, CPU] if device != "cpu" and problem is None else [CPU]
+
+
+def check_providers(path: str | Path, device: str, got: Sequence[str], problem: str | None):
+    """After loading: CUDA asked for (auto, cuda) but not running -> an error for `cuda`,
+    a logged fallback to CPU for `auto`."""
+    if device == "cpu" or CUDA in got:
+        return
+    msg = f"CUDA not usable ({problem or 'the provider failed to load'})"
+    if device == "cuda":
+        raise RuntimeError(f"{path}: {msg}")
+    log.warning("%s: running %s on CPUExecutionProvider", msg, Path(path).name)
+
+
+def session(
+    path: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    available: Sequence[str] | None = None,
+):
     """An InferenceSession on CUDA when asked for or usable, else CPU; providers checked.
 
     device: auto (CUDA if usable, else CPU, logged), cuda (an error if unusable), cpu.
+    available: the providers to consider (default: this onnxruntime build's).
     """
     import onnxruntime as ort
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device {device!r}: expected auto, cpu or cuda")
+    problem = cuda_problem(available) if device != "cpu" else None
+    providers = providers_for(device, problem)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    problem = cuda_problem() if device != "cpu" else None
-    providers = [CUDA, CPU] if device != "cpu" and problem is None else [CPU]
     sess = ort.InferenceSession(str(path), opts, providers=providers)
-    if device != "cpu" and CUDA not in sess.get_providers():
-        msg = f"CUDA not usable ({problem or 'the provider failed to load'})"
-        if device == "cuda":
-            raise RuntimeError(f"{path}: {msg}")
-        log.warning("%s: running %s on CPUExecutionProvider", msg, Path(path).name)
+    check_providers(path, device, sess.get_providers(), problem)
     return sess
 
 

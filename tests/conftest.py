@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,17 +93,26 @@ def tiny_overrides(tmp_path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def weed(tmp_path_factory):
-    """A real SeaweedFS S3 server on 127.0.0.1 (tasks/stack.py), always stopped by pid."""
+@contextmanager
+def seaweedfs(state: Path, **kw):
+    """A real SeaweedFS S3 server on 127.0.0.1 (tasks/stack.py), always stopped by pid
+    (also after a restart on the same state dir): the one way the tests start one. Tests
+    that kill or restart a server use their own; the rest share `weed`."""
     from tasks import stack
 
-    state = tmp_path_factory.mktemp("weed")
-    server = stack.up(state)
+    server = stack.up(state, **kw)
     try:
         yield server
     finally:
         stack.down(state)
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory):
+    """The SeaweedFS server the tests that need S3 share, one per test module (so what
+    one module publishes never meets another's); keys and buckets: tasks/stack.py."""
+    with seaweedfs(tmp_path_factory.mktemp("weed")) as server:
+        yield server
 
 
 @pytest.fixture

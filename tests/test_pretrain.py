@@ -48,8 +48,15 @@ def test_tiny_pretraining_beats_unigram_baseline(tokens):
 
     lm = AutoModelForCausalLM.from_pretrained(str(tokens / "pretrain" / "hf"))
     tok = AutoTokenizer.from_pretrained(str(tokens / "pretrain" / "hf"))
-    out = lm.generate(**tok("ROMEO:", return_tensors="pt"), max_new_tokens=8, do_sample=False)
-    assert out.shape[1] > 2
+    prompt = tok("ROMEO:", return_tensors="pt")
+    out = lm.generate(**prompt, max_new_tokens=8, do_sample=False)
+    ids = prompt["input_ids"][0].tolist()  # greedy by hand: argmax of a full forward pass
+    with torch.no_grad():
+        for _ in range(8):
+            ids.append(int(lm(torch.tensor([ids])).logits[0, -1].argmax()))
+            if ids[-1] == lm.generation_config.eos_token_id:
+                break
+    assert out[0].tolist() == ids and len(ids) > prompt["input_ids"].shape[1]
 
 
 def test_resume_matches_uninterrupted_run_bitwise(tokens, tmp_path):
