@@ -17,8 +17,9 @@ from transformers import PreTrainedTokenizerFast
 from model import inputs, metrics
 from model.config import FinetuneConfig, ModelConfig
 from model.gpt import build_lm
+from model.inputs import encode_record
 from model.pretrain import resolve_device
-from model.schema import MISSING_CHOICE, encode_record, label_of
+from model.schema import MISSING_CHOICE, label_of
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 

@@ -94,6 +94,30 @@ def transform(task_type: str, fields: dict[str, object], sp: dict[str, int], max
     raise AssertionError(task_type)  # every task type is handled above
 
 
+def encode_record(record: dict, task_type: str, tok, max_len: int, row: int = 0) -> list:
+    """The task type's input transformation (above) of one canonical record.
+
+    Each field is tokenized on its own without special tokens. The record needs its
+    text fields (multiple choice: its choices; context or question may be empty or
+    absent, e.g. ARC); labels are not needed. `row` names the record in the error.
+    """
+    from model.tokenizer import special_ids
+
+    check_task_type(task_type)
+    need = ("choices",) if task_type == "multiple_choice" else TEXT_FIELDS[task_type]
+    missing = [k for k in need if not record.get(k)]
+    if missing:
+        raise ValueError(f"row {row}: missing field(s) {missing} for task type {task_type}")
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    fields = {k: ids(record.get(k) or "") for k in TEXT_FIELDS[task_type]}
+    if task_type == "multiple_choice":
+        fields["choices"] = [ids(c) for c in record["choices"]]
+    return transform(task_type, fields, special_ids(tok), max_len)
+
+
 def collate(examples: Sequence[list[Ids]], task_type: str, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch of transformed examples.
 

@@ -134,7 +134,7 @@ class OnnxTaskModel:
 
     def encode(self, records: Iterable[dict]) -> Iterator[list]:
         for i, r in enumerate(records, start=1):
-            yield schema.encode_record(r, self.task_type, self.tok, self.meta["max_len"], i)
+            yield inputs.encode_record(r, self.task_type, self.tok, self.meta["max_len"], i)
 
     def predict(self, records: Sequence[dict], batch_size: int = 32) -> list[dict]:
         """One {"prediction", "logits"} per record, in order."""

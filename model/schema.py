@@ -8,8 +8,9 @@ Per task type (data/README.md shows the same table):
                    label (0-based index into choices)
 
 Here: the task types, their fields, the label and regression rules, the record checks
-(loaders and validation), record -> token ids (fine-tuning, export and the ONNX
-runtime) and the logit that marks a missing choice.
+(loaders and validation) and the logit that marks a missing choice. A record becomes
+token ids in one function, model/inputs.py's encode_record (fine-tuning, export and the
+ONNX runtime).
 """
 
 from __future__ import annotations
@@ -130,31 +131,3 @@ def check_record(record: dict, task_type: str, labels: Sequence[str] | None) -> 
         if not 0 <= record["label"] < len(ch):
             return f"label {record['label']} is not an index into its {len(ch)} choices"
     return None
-
-
-# --- record -> token ids --------------------------------------------------------------
-
-
-def encode_record(record: dict, task_type: str, tok, max_len: int, row: int = 0) -> list:
-    """The task type's input transformation (model/inputs.py) of one canonical record.
-
-    Each field is tokenized on its own without special tokens. The record needs its
-    text fields (multiple choice: its choices; context or question may be empty or
-    absent, e.g. ARC); labels are not needed. `row` names the record in the error.
-    """
-    from model import inputs
-    from model.tokenizer import special_ids
-
-    check_task_type(task_type)
-    need = ("choices",) if task_type == "multiple_choice" else TEXT_FIELDS[task_type]
-    missing = [k for k in need if not record.get(k)]
-    if missing:
-        raise ValueError(f"row {row}: missing field(s) {missing} for task type {task_type}")
-
-    def ids(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
-
-    fields = {k: ids(record.get(k) or "") for k in TEXT_FIELDS[task_type]}
-    if task_type == "multiple_choice":
-        fields["choices"] = [ids(c) for c in record["choices"]]
-    return inputs.transform(task_type, fields, special_ids(tok), max_len)

@@ -10,8 +10,8 @@ from model.metrics import majority_baseline
 from model.schema import num_labels
 from model.task_model import TaskModel
 from model.tokenizer import special_ids
+from tasks.data.loaders import load_split, subsample
 from tasks.io import atomic_dir, live, log_to, write_json
-from tasks.loaders import load_split, subsample
 from tasks.params import Params
 
 

@@ -21,8 +21,8 @@ from model.schema import is_regression, num_labels
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from model.zeroshot import score_choices
+from tasks.data.loaders import load_split, subsample
 from tasks.io import write_json
-from tasks.loaders import load_split, subsample
 from tasks.params import ArmConfig, Params
 
 

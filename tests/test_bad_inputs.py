@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tasks import tokenize, validate
-from tasks.loaders import DatasetError, load_split
+from tasks.data import corpus, tokens
+from tasks.data.loaders import DatasetError, load_split
 from tasks.params import DatasetConfig, Params
 
 
@@ -51,12 +52,12 @@ def good_corpus(tmp_path):
 
 
 def test_empty_corpus(tmp_path):
-    with pytest.raises(tokenize.CorpusError, match="no files match"):
+    with pytest.raises(corpus.CorpusError, match="no files match"):
         tokenize.run(params_for(tmp_path, [tmp_path / "none/*.txt"]))
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n\n")
     p = params_for(tmp_path, [good_corpus(tmp_path), empty])
-    with pytest.raises(tokenize.CorpusError, match=r"empty.txt: empty document"):
+    with pytest.raises(corpus.CorpusError, match=r"empty.txt: empty document"):
         tokenize.run(p)
     no_partial_output(tmp_path)
     failed_validation(p, "corpus: expect_column_values_to_be_between(column='chars'", "empty.txt")
@@ -66,7 +67,7 @@ def test_non_utf8_bytes(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("first line\nna\xefve caf\xe9\n".encode("latin-1"))
     p = params_for(tmp_path, [good_corpus(tmp_path), bad])
-    with pytest.raises(tokenize.CorpusError, match=r"latin1.txt: line 2, byte 13: not valid UTF-8"):
+    with pytest.raises(corpus.CorpusError, match=r"latin1.txt: line 2, byte 13: not valid UTF-8"):
         tokenize.run(p)
     no_partial_output(tmp_path)
     failed_validation(p, "utf8_error", "latin1.txt", "line 2, byte 13")
@@ -75,7 +76,7 @@ def test_non_utf8_bytes(tmp_path):
 def test_bom_and_crlf_are_handled(tmp_path):
     f = tmp_path / "windows.txt"
     f.write_bytes(b"\xef\xbb\xbf" + b"Call me Ishmael. Some years ago.\r\n" * 30)
-    assert tokenize.read_document(f) == "Call me Ishmael. Some years ago.\n" * 30
+    assert corpus.read_document(f) == "Call me Ishmael. Some years ago.\n" * 30
     p = params_for(tmp_path, [f])
     assert validate.run(p)["success"]
     tokenize.run(p)
@@ -86,14 +87,14 @@ def test_nul_and_control_characters(tmp_path):
     nul = tmp_path / "nul.txt"
     nul.write_text("ok line\nanother\nbin\x00ary\n")
     p = params_for(tmp_path, [good_corpus(tmp_path), nul])
-    with pytest.raises(tokenize.CorpusError, match=r"nul.txt: line 3: NUL character"):
+    with pytest.raises(corpus.CorpusError, match=r"nul.txt: line 3: NUL character"):
         tokenize.run(p)
     no_partial_output(tmp_path)
     failed_validation(p, "column='nul'", "nul.txt", "at line 3")
     # a control character before the NUL: the NUL's own line is named
     late = tmp_path / "late_nul.txt"
     late.write_text("\x1b[1mbold\x1b[0m heading\nplain\nbin\x00ary\n")
-    with pytest.raises(tokenize.CorpusError, match=r"late_nul.txt: line 3: NUL character"):
+    with pytest.raises(corpus.CorpusError, match=r"late_nul.txt: line 3: NUL character"):
         tokenize.run(params_for(tmp_path, [good_corpus(tmp_path), late]))
     msg = failed_validation(params_for(tmp_path, [good_corpus(tmp_path), late]), "column='nul'")
     assert "late_nul.txt (1 at line 3)" in msg.split("column='nul'")[1].split("\n")[0], msg
@@ -110,9 +111,9 @@ def test_one_50mb_line(tmp_path):
     failed_validation(
         params_for(tmp_path, [big]), "column='longest_line'", "one_line.txt", "at line 1"
     )
-    pieces = tokenize.chunks(big.read_text())  # the encoder still gets bounded pieces
-    assert len(pieces) == -(-50_000_000 // tokenize.ENCODE_CHUNK_CHARS)
-    assert max(map(len, pieces)) == tokenize.ENCODE_CHUNK_CHARS
+    pieces = tokens.chunks(big.read_text())  # the encoder still gets bounded pieces
+    assert len(pieces) == -(-50_000_000 // tokens.ENCODE_CHUNK_CHARS)
+    assert max(map(len, pieces)) == tokens.ENCODE_CHUNK_CHARS
 
 
 # --- labelled data ---------------------------------------------------------------------------

@@ -14,14 +14,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from model import onnx_export as ox
 from model.finetune import encode, predict
-from model.inputs import collate
+from model.inputs import collate, encode_record
 from model.onnx_runtime import OnnxLM, OnnxTaskModel, cuda_problem, providers_for, session
-from model.schema import encode_record, missing_choice
+from model.schema import missing_choice
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from tasks import export
-from tasks.loaders import load_split
+from tasks.data.loaders import load_split
 from tasks.params import ExportConfig, load_params
+from tasks.triton import triton_config
 
 
 def test_gemm_to_matmul_computes_the_same(tmp_path):
@@ -57,12 +58,12 @@ def test_export_refuses_a_missing_finetuned_model(tmp_path):
 
 def test_triton_config_dims():
     mc = {"kind": "task", "task_type": "multiple_choice", "inputs": ox.TASK_INPUTS}
-    cfg = export.triton_config("arc", mc, {"num_labels": 1}, 16)
+    cfg = triton_config("arc", mc, {"num_labels": 1}, 16)
     assert 'name: "input_ids" data_type: TYPE_INT64 dims: [ -1, -1 ]' in cfg
     assert 'name: "logits" data_type: TYPE_FP32 dims: [ -1 ]' in cfg
     assert "max_batch_size: 16" in cfg and "dynamic_batching" in cfg
     sts = {"kind": "task", "task_type": "similarity", "inputs": ox.TASK_INPUTS}
-    cfg = export.triton_config("stsb", sts, {"num_labels": 1}, 8)
+    cfg = triton_config("stsb", sts, {"num_labels": 1}, 8)
     assert "dims: [ 2, -1 ]" in cfg and "reshape: { shape: [  ] }" in cfg
 
 

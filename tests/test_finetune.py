@@ -8,7 +8,7 @@ from model.finetune import encode, predict
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from tasks import evaluate, finetune
-from tasks.loaders import load_split
+from tasks.data.loaders import load_split
 from tasks.params import load_params
 from tests.conftest import ROOT, copy_tokens, tiny
 

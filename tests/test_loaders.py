@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tasks.loaders import ADAPTERS, DatasetError, check_records, load_canonical, load_split
+from tasks.data.loaders import ADAPTERS, DatasetError, check_records, load_canonical, load_split
 from tasks.params import DatasetConfig
 
 # adapter, file under shared/data, rows, skipped rows, a check on the first record
@@ -135,7 +135,7 @@ def test_unknown_adapter():
 @pytest.fixture
 def seaweed(s3_env):
     """A client of the shared SeaweedFS server (conftest `weed`), with a bucket `data`."""
-    from tasks.storage import s3_client
+    from tasks.stack.storage import s3_client
 
     client = s3_client()
     if "data" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:

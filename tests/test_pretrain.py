@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import pretrain, tokenize
+from tasks import pretrain
+from tasks.data import tokens
 from tasks.params import load_params
 from tests.conftest import ROOT
 from tests.conftest import copy_tokens as _copy_tokens
@@ -19,7 +20,7 @@ from tests.conftest import tiny as _params
 def unigram_cross_entropy(art) -> float:
     """Val cross-entropy (nats/token) of a unigram model fit on the training tokens."""
     p = load_params(ROOT / "params.yaml", _params(art))
-    train, val = tokenize.load_shards(p, "train"), tokenize.load_shards(p, "val")
+    train, val = tokens.load_shards(p, "train"), tokens.load_shards(p, "val")
     v = 1024
     counts = np.bincount(np.asarray(train.shards[0], dtype=np.int64), minlength=v) + 1.0
     logp = np.log(counts / counts.sum())

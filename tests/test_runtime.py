@@ -135,7 +135,7 @@ def test_predict_cli_matches_pytorch(tiny_export, tmp_path):
     from model.finetune import encode, predict
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer, special_ids
-    from tasks.loaders import load_split
+    from tasks.data.loaders import load_split
 
     params = tiny_export
     rows = load_split(params.dataset("authors"), "dev")[:40]
@@ -201,7 +201,7 @@ def test_generate_cli_bundle_equals_pytorch_greedy(tiny_export):
 def test_publish_to_s3_then_predict_and_generate_from_latest(tiny_export, s3_env, tmp_path):
     """What `genpt publish` writes is what `--bundle s3://.../NAME/latest` reads."""
     from tasks import serve
-    from tasks.stack import _client
+    from tasks.stack.seaweedfs import _client
 
     env = {**s3_env.env(), "GENPT_CACHE": str(tmp_path / "cache")}
     art = ["-S", f"paths.artifacts={tiny_export.artifacts()}", "-S", "gate.enabled=false"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from model import schema
-from model.schema import MISSING_CHOICE, check_record, encode_record, type_error
+from model.inputs import encode_record
+from model.schema import MISSING_CHOICE, check_record, type_error
 
 MC = {"context": "c", "question": "q", "choices": ["a", "b"], "label": 1}
 
