@@ -25,10 +25,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # time the flow, not its logs
+from tasks import offline
+
+offline.apply(PREFECT_LOGGING_TO_API_ENABLED="false")  # time the flow, not its logs
 
 
 def workspace(root: Path, n: int) -> Path:

@@ -89,7 +89,7 @@ def main() -> None:
     model, meta = TaskModel.load(src)
     tok = load_tokenizer(src)
     ds = params.dataset("authors")
-    from tasks.loaders import load_split
+    from tasks.data.loaders import load_split
 
     rows = load_split(ds, "dev")
     print(f"exporting to {work} (int8 per_channel={cfg.int8_per_channel})")

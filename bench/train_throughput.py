@@ -35,7 +35,7 @@ def run(preset: str, args, device: torch.device, peak: float) -> dict:
     cfg_m = ModelConfig(preset=preset, dropout=0.0)
     torch.manual_seed(0)
     lm = build_lm(cfg_m, vocab, SP)
-    seq = args.seq or cfg_m.shape()[3]
+    seq = args.seq or cfg_m.shape().n_ctx
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "tokens.bin"
         np.random.default_rng(0).integers(0, vocab, 2_000_000, dtype=np.uint16).tofile(path)

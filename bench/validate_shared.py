@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from tasks import offline
+
+offline.apply()
 
 
 # name: task type, adapter, train, dev, test, labels (paths relative to shared/data)
@@ -99,11 +100,13 @@ def main() -> None:
     import great_expectations  # noqa: F401 - timed separately: the import is a fixed cost
 
     t_import = time.perf_counter() - t0
-    from tasks import validate
+    from tasks.data import validation
 
     params, only = shared_params(Path(a.shared), out)
     t1 = time.perf_counter()
-    summary, failures = validate.validate(params, Path(out) / "docs", only)
+    summary, failures = validation.validate(
+        params.validation, params.paths.corpus, params.datasets, Path(out) / "docs", only
+    )
     t_run = time.perf_counter() - t1
     n_rows = sum(st["rows"] for d in summary["datasets"].values() for st in d.values())
     print(f"corpus: {summary['corpus']['files']} files, {summary['corpus']['bytes'] / 1e6:.1f} MB")

@@ -1,11 +1,11 @@
 """Rebuild the default data in data/ from ../shared/data (see data/README.md).
 
-    python data/build_default.py [--shared ../shared/data]
+    python data/build_default.py [--shared ../shared/data] [--out data]
 
 Pre-training corpus and `authors`: public-domain Gutenberg texts, cut to the text
 between the "*** START OF" and "*** END OF" markers, so no Project Gutenberg
 trademark text remains. `snli`, `stsb`, `arc`: CC BY-SA 4.0 sets converted to the
-canonical schema by the adapters in tasks/loaders.py. Output is deterministic.
+canonical schema by the adapters in tasks/data/loaders.py. Output is deterministic.
 """
 
 from __future__ import annotations
@@ -82,18 +82,18 @@ def cloze_rows(text: str, rng: random.Random, n: int) -> list[dict]:
 
 
 def write_jsonl(rows: list[dict], path: Path) -> None:
-    from tasks.loaders import dump_jsonl
+    from tasks.data.loaders import dump_jsonl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     dump_jsonl(rows, path)
 
 
-def build_labelled(shared: Path) -> None:
+def build_labelled(shared: Path, out: Path) -> None:
     """snli (entailment), stsb (similarity, score 0-5), arc (multiple choice)."""
-    from tasks import loaders
-    from tasks.validate import record_keys
+    from tasks.data import loaders
+    from tasks.data.leakage import record_keys
 
-    out = HERE / "finetune"
+    out = out / "finetune"
     # SNLI: the shared subset holds the first ~1.3k lines of the official dev and test
     # files; official dev -> our train, official test -> our dev ("-" labels dropped).
     snli = shared / "snli_subset"
@@ -126,9 +126,14 @@ def build_labelled(shared: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(HERE.parent.parent / "shared" / "data"))
-    shared = Path(ap.parse_args().shared)
-    corpus = HERE / "corpus"
-    corpus.mkdir(exist_ok=True)
+    ap.add_argument("--out", default=str(HERE), help="where corpus/ and finetune/ go")
+    args = ap.parse_args()
+    build(Path(args.shared), Path(args.out))
+
+
+def build(shared: Path, out: Path) -> None:
+    corpus = out / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
     (corpus / "tinyshakespeare.txt").write_bytes(
         (shared / "tinyshakespeare/input.txt").read_bytes()
     )
@@ -144,25 +149,25 @@ def main() -> None:
         rng.shuffle(paras)
         rows += [{"text": p, "label": author} for p in paras[:400]]
     rng.shuffle(rows)
-    out = HERE / "finetune" / "authors"
-    out.mkdir(parents=True, exist_ok=True)
+    authors = out / "finetune" / "authors"
+    authors.mkdir(parents=True, exist_ok=True)
     n_dev = len(rows) // 5
     for split, part in (("dev", rows[:n_dev]), ("train", rows[n_dev:])):
-        with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
+        with open(authors / f"{split}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
-    build_labelled(shared)
-    build_cloze(shared)
+    build_labelled(shared, out)
+    build_cloze(shared, out)
 
 
-def build_cloze(shared: Path) -> None:
+def build_cloze(shared: Path, out: Path) -> None:
     rng, rows = random.Random(3), []
     for name in CLOZE_BOOKS:
         text = strip_gutenberg((shared / "gutenberg" / name).read_text(encoding="utf-8-sig"))
         rows += cloze_rows(text, rng, 300)
     rng.shuffle(rows)
     n_dev = len(rows) // 4 // 2 * 2
-    write_jsonl(rows[n_dev:], HERE / "finetune" / "cloze" / "train.jsonl")
-    write_jsonl(rows[:n_dev], HERE / "finetune" / "cloze" / "dev.jsonl")
+    write_jsonl(rows[n_dev:], out / "finetune" / "cloze" / "train.jsonl")
+    write_jsonl(rows[:n_dev], out / "finetune" / "cloze" / "dev.jsonl")
 
 
 if __name__ == "__main__":

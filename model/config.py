@@ -5,7 +5,7 @@ Every class rejects unknown keys and wrong types; the error names the key.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,11 +16,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-# name -> (n_layer, n_embd, n_head, n_ctx)
-PRESETS: dict[str, tuple[int, int, int, int]] = {
-    "tiny": (2, 64, 4, 128),  # tests: < 1M parameters
-    "small": (6, 384, 6, 256),  # CPU demo: 5-15M parameters
-    "gpt1": (12, 768, 12, 512),  # the paper's model
+class Shape(NamedTuple):
+    """A model's size: layers, embedding width, attention heads, context length."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_ctx: int
+
+
+PRESETS: dict[str, Shape] = {
+    "tiny": Shape(n_layer=2, n_embd=64, n_head=4, n_ctx=128),  # tests: < 1M parameters
+    "small": Shape(n_layer=6, n_embd=384, n_head=6, n_ctx=256),  # CPU demo: 5-15M parameters
+    "gpt1": Shape(n_layer=12, n_embd=768, n_head=12, n_ctx=512),  # the paper's model
 }
 
 
@@ -35,14 +43,15 @@ class ModelConfig(Strict):
     n_head: int | None = Field(None, gt=0)
     n_ctx: int | None = Field(None, gt=0)
 
-    def shape(self) -> tuple[int, int, int, int]:
-        """(n_layer, n_embd, n_head, n_ctx) after applying overrides to the preset."""
-        base = PRESETS[self.preset]
-        over = (self.n_layer, self.n_embd, self.n_head, self.n_ctx)
-        shape = tuple(o if o is not None else b for o, b in zip(over, base, strict=True))
-        if shape[1] % shape[2]:
-            raise ValueError(f"model: n_embd {shape[1]} is not divisible by n_head {shape[2]}")
-        return shape  # type: ignore[return-value]
+    def shape(self) -> Shape:
+        """The preset's shape with this config's overrides applied."""
+        over = {k: getattr(self, k) for k in Shape._fields if getattr(self, k) is not None}
+        shape = PRESETS[self.preset]._replace(**over)
+        if shape.n_embd % shape.n_head:
+            raise ValueError(
+                f"model: n_embd {shape.n_embd} is not divisible by n_head {shape.n_head}"
+            )
+        return shape
 
 
 class TokenizerConfig(Strict):

@@ -16,8 +16,10 @@ from transformers import PreTrainedTokenizerFast
 from model import inputs, metrics
 from model.config import FinetuneConfig, ModelConfig
 from model.gpt import build_lm
+from model.inputs import encode_record
 from model.pretrain import resolve_device
 from model.progress import progress
+from model.schema import MISSING_CHOICE, label_of
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 
@@ -44,15 +46,6 @@ class Example:
     label: float | int
 
 
-def label_of(record: dict, task_type: str, labels: Sequence[str] | None) -> float | int:
-    """The training target of a canonical record: class index, choice index or score."""
-    if task_type == "multiple_choice":
-        return int(record["label"])
-    if labels is None:  # regression
-        return float(record["score"] if "score" in record else record["label"])
-    return list(labels).index(str(record["label"]))
-
-
 def encode(
     records: Sequence[dict],
     task_type: str,
@@ -61,27 +54,10 @@ def encode(
     labels: Sequence[str] | None = None,
 ) -> list[Example]:
     """Tokenize canonical records and apply the task type's input transformation."""
-    sp = special_ids(tokenizer)
-
-    def ids(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    out = []
-    for r in records:
-        if task_type == "multiple_choice":
-            fields = {
-                "context": ids(r["context"]),
-                "question": ids(r.get("question") or ""),
-                "choices": [ids(c) for c in r["choices"]],
-            }
-        else:
-            fields = {k: ids(v) for k, v in r.items() if k in inputs.TEXT_FIELDS[task_type]}
-        out.append(
-            Example(
-                inputs.transform(task_type, fields, sp, max_len), label_of(r, task_type, labels)
-            )
-        )
-    return out
+    return [
+        Example(encode_record(r, task_type, tokenizer, max_len, i), label_of(r, task_type, labels))
+        for i, r in enumerate(records, start=1)
+    ]
 
 
 def batches(
@@ -118,7 +94,10 @@ def predict(
         out.append(logits.float().cpu().numpy())
     if model.task_type == "multiple_choice":  # batches may differ in their number of choices
         width = max(o.shape[1] for o in out)
-        out = [np.pad(o, ((0, 0), (0, width - o.shape[1])), constant_values=-np.inf) for o in out]
+        out = [
+            np.pad(o, ((0, 0), (0, width - o.shape[1])), constant_values=MISSING_CHOICE)
+            for o in out
+        ]
     return np.concatenate(out)
 
 

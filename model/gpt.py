@@ -6,7 +6,6 @@ tied to the token embedding (`tie_word_embeddings=True`).
 
 from __future__ import annotations
 
-import torch
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -42,11 +41,6 @@ def build_lm(cfg: ModelConfig, vocab_size: int, special: dict[str, int]) -> PreT
     return GPT2LMHeadModel(config)
 
 
-def backbone(lm: PreTrainedModel) -> torch.nn.Module:
-    """The transformer body (token -> final hidden states) of either architecture."""
-    return lm.transformer
-
-
 def n_params(lm: PreTrainedModel, non_embedding: bool = False) -> int:
     """Parameter count (tied weights once); optionally without the position embedding."""
     n = sum(p.numel() for p in lm.parameters())
@@ -56,8 +50,3 @@ def n_params(lm: PreTrainedModel, non_embedding: bool = False) -> int:
         )
         n -= wpe.weight.numel()
     return n
-
-
-def tied(lm: PreTrainedModel) -> bool:
-    """True when the output projection is the token-embedding tensor itself."""
-    return lm.get_output_embeddings().weight is lm.get_input_embeddings().weight

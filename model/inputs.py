@@ -11,21 +11,12 @@ Truncation never drops start, delim or extract: it trims the longest part first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 
-TaskType = Literal["classification", "entailment", "similarity", "multiple_choice"]
-TASK_TYPES: tuple[str, ...] = ("classification", "entailment", "similarity", "multiple_choice")
+from model.schema import TEXT_FIELDS, check_task_type, is_regression
+
 Ids = list[int]
-# Text fields of the canonical schema, per task type (multiple choice: context,
-# question and the list `choices`).
-TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("text",),
-    "entailment": ("premise", "hypothesis"),
-    "similarity": ("text_a", "text_b"),
-    "multiple_choice": ("context", "question"),
-}
 
 
 def fit_lengths(lengths: Sequence[int], budget: int) -> list[int]:
@@ -99,7 +90,32 @@ def transform(task_type: str, fields: dict[str, object], sp: dict[str, int], max
         return multiple_choice(
             fields["context"], fields["question"], fields["choices"], sp, max_len
         )
-    raise ValueError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
+    check_task_type(task_type)
+    raise AssertionError(task_type)  # every task type is handled above
+
+
+def encode_record(record: dict, task_type: str, tok, max_len: int, row: int = 0) -> list:
+    """The task type's input transformation (above) of one canonical record.
+
+    Each field is tokenized on its own without special tokens. The record needs its
+    text fields (multiple choice: its choices; context or question may be empty or
+    absent, e.g. ARC); labels are not needed. `row` names the record in the error.
+    """
+    from model.tokenizer import special_ids
+
+    check_task_type(task_type)
+    need = ("choices",) if task_type == "multiple_choice" else TEXT_FIELDS[task_type]
+    missing = [k for k in need if not record.get(k)]
+    if missing:
+        raise ValueError(f"row {row}: missing field(s) {missing} for task type {task_type}")
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    fields = {k: ids(record.get(k) or "") for k in TEXT_FIELDS[task_type]}
+    if task_type == "multiple_choice":
+        fields["choices"] = [ids(c) for c in record["choices"]]
+    return transform(task_type, fields, special_ids(tok), max_len)
 
 
 def collate(examples: Sequence[list[Ids]], task_type: str, pad_id: int) -> dict[str, torch.Tensor]:
@@ -134,7 +150,7 @@ def describe_output(task_type: str, num_labels: int) -> str:
     """task.json's `output`: what the `logits` output means."""
     if task_type == "multiple_choice":
         return "logits (batch, choices): one score per choice; prediction = argmax (choice index)"
-    if num_labels == 1:
+    if is_regression(task_type, num_labels):
         return "logits (batch,): the predicted score (regression); prediction = the value"
     return "logits (batch, num_labels); prediction = labels[argmax] (the index if no labels)"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model import inputs
+from model import inputs, schema
 from model.generate import fit_prompt
 from model.tokenizer import EOT, load_tokenizer, special_ids
 
@@ -29,11 +29,13 @@ VARIANTS = {
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
-def cuda_problem() -> str | None:
-    """Why ONNX Runtime's CUDA provider cannot run here, or None if it can."""
+def cuda_problem(available: Sequence[str] | None = None) -> str | None:
+    """Why ONNX Runtime's CUDA provider cannot run here, or None if it can.
+
+    available: the providers to judge (default: this onnxruntime build's)."""
     import onnxruntime as ort
 
-    if CUDA not in ort.get_available_providers():
+    if CUDA not in (ort.get_available_providers() if available is None else available):
         return "this onnxruntime build has no CUDA provider"
     try:
         import ctypes
@@ -48,29 +50,47 @@ def cuda_problem() -> str | None:
     return None
 
 
-def session(path: str | Path, device: str = "auto", threads: int | None = None):
+def providers_for(device: str, problem: str | None) -> list[str]:
+    """The providers to ask for: CUDA first unless device is cpu or CUDA has a problem."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {device!r}: expected auto, cpu or cuda")
+    return [CUDA, CPU] if device != "cpu" and problem is None else [CPU]
+
+
+def check_providers(path: str | Path, device: str, got: Sequence[str], problem: str | None):
+    """After loading: CUDA asked for (auto, cuda) but not running -> an error for `cuda`,
+    a logged fallback to CPU for `auto`."""
+    if device == "cpu" or CUDA in got:
+        return
+    msg = f"CUDA not usable ({problem or 'the provider failed to load'})"
+    if device == "cuda":
+        raise RuntimeError(f"{path}: {msg}")
+    log.warning("%s: running %s on CPUExecutionProvider", msg, Path(path).name)
+
+
+def session(
+    path: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    available: Sequence[str] | None = None,
+):
     """An InferenceSession on CUDA when asked for or usable, else CPU; providers checked.
 
     device: auto (CUDA if usable, else CPU, logged), cuda (an error if unusable), cpu.
+    available: the providers to consider (default: this onnxruntime build's).
     """
     import onnxruntime as ort
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device {device!r}: expected auto, cpu or cuda")
+    problem = cuda_problem(available) if device != "cpu" else None
+    providers = providers_for(device, problem)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    problem = cuda_problem() if device != "cpu" else None
-    providers = [CUDA, CPU] if device != "cpu" and problem is None else [CPU]
     sess = ort.InferenceSession(str(path), opts, providers=providers)
-    if device != "cpu" and CUDA not in sess.get_providers():
-        msg = f"CUDA not usable ({problem or 'the provider failed to load'})"
-        if device == "cuda":
-            raise RuntimeError(f"{path}: {msg}")
-        log.warning("%s: running %s on CPUExecutionProvider", msg, Path(path).name)
+    check_providers(path, device, sess.get_providers(), problem)
     return sess
 
 
@@ -81,23 +101,6 @@ def model_file(model_dir: str | Path, variant: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {variant} model in this export")
     return path
-
-
-def transform_record(record: dict, task_type: str, tok, max_len: int, row: int = 0) -> list:
-    """The task type's input transformation of one canonical record (labels not needed)."""
-    # Multiple choice needs its choices (context or question may be empty, e.g. ARC).
-    need = ("choices",) if task_type == "multiple_choice" else inputs.TEXT_FIELDS[task_type]
-    missing = [k for k in need if not record.get(k)]
-    if missing:
-        raise ValueError(f"row {row}: missing field(s) {missing} for task type {task_type}")
-
-    def ids(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
-
-    fields = {k: ids(record.get(k) or "") for k in inputs.TEXT_FIELDS[task_type]}
-    if task_type == "multiple_choice":
-        fields["choices"] = [ids(c) for c in record["choices"]]
-    return inputs.transform(task_type, fields, special_ids(tok), max_len)
 
 
 class OnnxTaskModel:
@@ -114,7 +117,7 @@ class OnnxTaskModel:
         self.meta = json.loads((self.dir / "task.json").read_text())
         self.task_type = self.meta["task_type"]
         self.labels = self.meta.get("labels")
-        self.regression = self.meta["num_labels"] == 1 and self.task_type != "multiple_choice"
+        self.regression = schema.is_regression(self.task_type, self.meta["num_labels"])
         self.tok = load_tokenizer(self.dir)
         self.pad = special_ids(self.tok)["pad"]
         self.session = session(model_file(self.dir, variant), device, threads)
@@ -131,7 +134,7 @@ class OnnxTaskModel:
 
     def encode(self, records: Iterable[dict]) -> Iterator[list]:
         for i, r in enumerate(records, start=1):
-            yield transform_record(r, self.task_type, self.tok, self.meta["max_len"], i)
+            yield inputs.encode_record(r, self.task_type, self.tok, self.meta["max_len"], i)
 
     def predict(self, records: Sequence[dict], batch_size: int = 32) -> list[dict]:
         """One {"prediction", "logits"} per record, in order."""
@@ -149,7 +152,7 @@ class OnnxTaskModel:
                 continue
             k = int(np.argmax(row))
             pred = self.labels[k] if self.labels else k
-            finite = np.where(np.isfinite(row) & (row > -1e30), row, None)
+            finite = np.where(~np.isfinite(row) | schema.missing_choice(row), None, row)
             rows.append(
                 {"prediction": pred, "logits": [None if v is None else float(v) for v in finite]}
             )

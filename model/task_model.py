@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from model.inputs import TASK_TYPES
+from model.schema import MISSING_CHOICE, check_task_type, is_regression
 
 HEAD_FILE, TASK_FILE = "head.safetensors", "task.json"
 
@@ -47,12 +47,11 @@ class TaskModel(nn.Module):
         self, lm: PreTrainedModel, task_type: str, num_labels: int, head_dropout: float = 0.1
     ) -> None:
         super().__init__()
-        if task_type not in TASK_TYPES:
-            raise ValueError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
+        check_task_type(task_type)
         if task_type == "multiple_choice":
             num_labels = 1  # one shared scalar head, softmax over the answers
         self.lm, self.task_type, self.num_labels = lm, task_type, num_labels
-        self.regression = num_labels == 1 and task_type != "multiple_choice"
+        self.regression = is_regression(task_type, num_labels)
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(lm.config.n_embd, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
@@ -83,7 +82,9 @@ class TaskModel(nn.Module):
         logits = self.head(self.dropout(h))
         if self.task_type == "multiple_choice":
             valid = present.reshape(input_ids.shape[:-1])
-            logits = logits.squeeze(-1).masked_fill(~valid, torch.finfo(logits.dtype).min)
+            if logits.dtype != torch.float32:  # bf16 autocast: the sentinel is float32's
+                logits = logits.float()
+            logits = logits.squeeze(-1).masked_fill(~valid, MISSING_CHOICE)
         elif self.regression:
             logits = logits.squeeze(-1)
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from model.schema import MISSING_CHOICE
+
 
 @torch.no_grad()
 def answer_logprobs(
@@ -45,14 +47,15 @@ def answer_logprobs(
 def score_choices(
     lm: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, records: Sequence[dict]
 ) -> np.ndarray:
-    """(rows, most choices) mean answer log-probabilities; -inf where a row has fewer."""
+    """(rows, most choices) mean answer log-probabilities; MISSING_CHOICE where a row
+    has fewer."""
     lm.eval()
 
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     width = max(len(r["choices"]) for r in records)
-    out = np.full((len(records), width), -np.inf)
+    out = np.full((len(records), width), MISSING_CHOICE)
     for i, r in enumerate(records):
         prefix = ids(" ".join(t for t in (r.get("context"), r.get("question")) if t))
         scores = answer_logprobs(lm, prefix, [ids(" " + c) for c in r["choices"]])

@@ -364,7 +364,7 @@ def stack_up(
     port: Annotated[int | None, typer.Option(help="S3 port (default: a free one)")] = None,
 ) -> None:
     """Start SeaweedFS on 127.0.0.1, create the buckets, write .genpt/s3.env + .dvc/config.local."""
-    from tasks import stack
+    from tasks.stack import seaweedfs as stack
 
     s = stack.up(state_dir, port=port)
     stack.write_client_config(s)
@@ -374,7 +374,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down(state_dir: StateOpt = ".genpt/stack") -> None:
     """Stop the store (by pid; SIGKILL after a short grace period). Data stays in STATE_DIR."""
-    from tasks import stack
+    from tasks.stack import seaweedfs as stack
 
     _print({"stopped": stack.down(state_dir)})
 
@@ -382,7 +382,7 @@ def stack_down(state_dir: StateOpt = ".genpt/stack") -> None:
 @stack_app.command("status")
 def stack_status(state_dir: StateOpt = ".genpt/stack") -> None:
     """Is the store running, and where."""
-    from tasks import stack
+    from tasks.stack import seaweedfs as stack
 
     _print(stack.status(state_dir))
 

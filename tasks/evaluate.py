@@ -9,8 +9,8 @@ from model import metrics as M
 from model.finetune import encode, predict
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
+from tasks.data.loaders import load_split
 from tasks.io import live, write_json
-from tasks.loaders import load_split
 from tasks.params import Params
 
 

@@ -12,17 +12,18 @@ Each fp32 model is checked against PyTorch on real inputs before anything is wri
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from tasks.bundle import write_manifest
+from tasks.data.corpus import first_corpus_file
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
 from tasks.params import ExportConfig, Params
+
+SECTIONS = ("export", "paths", "datasets")  # the params it reads
 
 log = logging.getLogger(__name__)
 # torch / onnx / model.* are imported inside the functions: `genpt` starts without them.
@@ -78,7 +79,7 @@ def _finish_graph(raw: Path, out: Path, cfg: ExportConfig, n_head: int, hidden: 
 
 def sample_records(params: Params, name: str, n: int = 16) -> list[dict]:
     """A few real dev rows of dataset `name` for the parity check."""
-    from tasks.loaders import load_split
+    from tasks.data.loaders import load_split
 
     return load_split(params.dataset(name), "dev")[:n]
 
@@ -88,8 +89,8 @@ def export_task(src: Path, out: Path, cfg: ExportConfig, records: list[dict]) ->
     import torch
 
     from model import onnx_export as ox
-    from model.inputs import collate
-    from model.onnx_runtime import OnnxTaskModel, transform_record
+    from model.inputs import collate, encode_record
+    from model.onnx_runtime import OnnxTaskModel
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer, special_ids
 
@@ -104,7 +105,7 @@ def export_task(src: Path, out: Path, cfg: ExportConfig, records: list[dict]) ->
     write_json(out / "task.json", task_spec(meta, tok))
 
     # Parity on real inputs: fp32 logits within atol of PyTorch; int8 agreement noted.
-    examples = [transform_record(r, meta["task_type"], tok, meta["max_len"]) for r in records]
+    examples = [encode_record(r, meta["task_type"], tok, meta["max_len"]) for r in records]
     batch = collate(examples, meta["task_type"], special_ids(tok)["pad"])
     with torch.no_grad():
         ref = model(batch["input_ids"], batch["attention_mask"])[0].numpy()
@@ -169,8 +170,9 @@ def task_spec(meta: dict, tok) -> dict:
 
 
 def _compare(ref: np.ndarray, got: np.ndarray, meta: dict) -> dict:
-    finite = ref > np.finfo(np.float32).min / 2  # multiple choice: missing choices are -inf-like
-    res = {"max_abs": float(np.abs(np.where(finite, ref - got, 0.0)).max())}
+    from model.schema import missing_choice
+
+    res = {"max_abs": float(np.abs(np.where(missing_choice(ref), 0.0, ref - got)).max())}
     if ref.ndim == 2:
         res["same_argmax"] = float((ref.argmax(-1) == got.argmax(-1)).mean())
     return res
@@ -263,75 +265,11 @@ def run(params: Params, triton: str | Path | None = None) -> dict:
         for n in names:
             summary[n] = export_task(params.artifacts("finetune", n), d / n, cfg, records[n])
         if cfg.lm:
-            prompt = Path(_first_corpus_file(params)).read_text(encoding="utf-8")[:2000]
+            prompt = first_corpus_file(params.paths.corpus).read_text(encoding="utf-8")[:2000]
             summary["lm"] = export_lm_dir(lm_src, d / "lm", cfg, prompt)
         write_manifest(d, format="onnx")
     if triton:
+        from tasks.triton import write_triton
+
         write_triton(params.artifacts("export"), Path(triton), cfg.triton_max_batch_size)
     return {k: {"variants": v["variants"], "parity": v["parity"]} for k, v in summary.items()}
-
-
-def _first_corpus_file(params: Params) -> str:
-    import glob
-
-    for pattern in params.paths.corpus:
-        if files := sorted(glob.glob(pattern)):
-            return files[0]
-    raise FileNotFoundError(f"paths.corpus {params.paths.corpus}: no files")
-
-
-# --- Triton ---------------------------------------------------------------------------
-
-
-def _tensor(name: str, dims: list[int], dtype: str, reshape: list[int] | None = None) -> str:
-    extra = (
-        f" reshape: {{ shape: [ {', '.join(map(str, reshape))} ] }}" if reshape is not None else ""
-    )
-    return f'  {{ name: "{name}" data_type: {dtype} dims: [ {", ".join(map(str, dims))} ]{extra} }}'
-
-
-def triton_config(name: str, export_info: dict, task: dict | None, max_batch: int) -> str:
-    """config.pbtxt for one exported model (dims exclude the batch dimension)."""
-    if export_info["kind"] == "task":
-        tt = export_info["task_type"]
-        in_dims = {"similarity": [2, -1], "multiple_choice": [-1, -1]}.get(tt, [-1])
-        ins = [_tensor(n, in_dims, "TYPE_INT64") for n in export_info["inputs"]]
-        regression = task["num_labels"] == 1 and tt != "multiple_choice"
-        if tt == "multiple_choice":
-            out = _tensor("logits", [-1], "TYPE_FP32")
-        elif regression:
-            out = _tensor("logits", [1], "TYPE_FP32", reshape=[])
-        else:
-            out = _tensor("logits", [task["num_labels"]], "TYPE_FP32")
-        outs, batching = [out], "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
-    else:
-        geo = export_info["lm"]
-        past = [geo["n_head"], -1, geo["head_dim"]]
-        ins = [
-            _tensor("input_ids", [-1], "TYPE_INT64"),
-            _tensor("attention_mask", [-1], "TYPE_INT64"),
-        ]
-        ins += [_tensor(n, past, "TYPE_FP32") for n in export_info["inputs"][2:]]
-        outs = [_tensor("logits", [-1, geo["vocab_size"]], "TYPE_FP32")]
-        outs += [_tensor(n, past, "TYPE_FP32") for n in export_info["outputs"][1:]]
-        batching = ""  # the client owns the KV cache: no server-side batching of steps
-    sep = ",\n"
-    return (
-        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch}\n'
-        f"input [\n{sep.join(ins)}\n]\noutput [\n{sep.join(outs)}\n]\n{batching}"
-        "instance_group [ { kind: KIND_AUTO } ]\n"
-    )
-
-
-def write_triton(export_dir: Path, out: Path, max_batch: int, variant: str = "fp32") -> None:
-    """A Triton model repository: NAME/config.pbtxt and NAME/1/model.onnx per exported model."""
-    from model.onnx_runtime import VARIANTS
-
-    with atomic_dir(out) as d:
-        for sub in sorted(p for p in export_dir.iterdir() if (p / "export.json").exists()):
-            info = json.loads((sub / "export.json").read_text())
-            task = json.loads((sub / "task.json").read_text()) if info["kind"] == "task" else None
-            (d / sub.name / "1").mkdir(parents=True)
-            shutil.copy2(sub / VARIANTS[variant], d / sub.name / "1" / "model.onnx")
-            cfg = triton_config(sub.name, info, task, max_batch)
-            (d / sub.name / "config.pbtxt").write_text(cfg)

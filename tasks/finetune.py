@@ -7,10 +7,11 @@ import torch
 
 from model.finetune import encode, finetune, init_lm
 from model.metrics import majority_baseline
+from model.schema import num_labels
 from model.task_model import TaskModel
 from model.tokenizer import special_ids
+from tasks.data.loaders import load_split, subsample
 from tasks.io import atomic_dir, live, log_to, write_json
-from tasks.loaders import load_split, subsample
 from tasks.params import Params
 
 
@@ -25,8 +26,7 @@ def run(params: Params, name: str) -> dict:
     max_len = cfg.max_len or lm.config.n_positions
     train = encode(train_rows, ds.task_type, tok, max_len, ds.labels)
     dev = encode(dev_rows, ds.task_type, tok, max_len, ds.labels)
-    num_labels = len(ds.labels) if ds.labels else 1
-    model = TaskModel(lm, ds.task_type, num_labels, cfg.head_dropout)
+    model = TaskModel(lm, ds.task_type, num_labels(ds.task_type, ds.labels), cfg.head_dropout)
     pad = special_ids(tok)["pad"]
     lv = live(params.artifacts("live", "finetune", name))
     metrics = finetune(model, train, dev, cfg, pad, params.seed, log=log_to(lv))

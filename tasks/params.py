@@ -51,7 +51,7 @@ class DatasetConfig(Strict):
     """One labelled dataset for fine-tuning (schema per task type: see data/README.md)."""
 
     task_type: Literal["classification", "entailment", "similarity", "multiple_choice"]
-    adapter: str = "canonical"  # loader for the files' format (tasks/loaders.py)
+    adapter: str = "canonical"  # loader for the files' format (tasks/data/loaders.py)
     train: str
     dev: str | None = None  # None: `holdout` rows of train are the dev split
     holdout: int | None = Field(None, gt=0)  # dev = this many random rows of train (seed 0)
@@ -85,7 +85,7 @@ class PublishConfig(Strict):
 
 
 class ValidateConfig(Strict):
-    """Thresholds of `genpt validate` (Great Expectations suites, tasks/validate.py)."""
+    """Thresholds of `genpt validate` (Great Expectations suites, tasks/data/validation.py)."""
 
     min_doc_chars: int = Field(1, ge=1)  # a corpus file (document) with less text fails
     max_doc_chars: int = Field(50_000_000, gt=0)

@@ -19,9 +19,9 @@ from model.pretrain import (
     resolve_device,
 )
 from model.tokenizer import load_tokenizer, special_ids
+from tasks.data.tokens import load_shards
 from tasks.io import atomic_dir, live, log_to, write_json
 from tasks.params import Params
-from tasks.tokenize import load_shards
 
 
 def run(params: Params, resume: bool = False, stop_after: int | None = None) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks import bundle, gate
+from tasks import bundle, quality_gate
 from tasks.io import write_json
 from tasks.modelcard import model_card, render_plots
 from tasks.params import Params
@@ -129,7 +129,7 @@ def run(
     store.check()  # credentials and bucket, before any work
     bundle.registry.ensure_new(store, name, version)
 
-    verdict = gate.enforce(params, store, force)  # before any upload
+    verdict = quality_gate.enforce(params, store, force)  # before any upload
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genpt-publish-") as tmp:

@@ -9,22 +9,15 @@ otherwise it is deleted and training starts over.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from model.pretrain import CKPT
 from tasks.bundle.manifest import sha256_file
+from tasks.deps import ROOT, code_deps
 from tasks.io import write_json
 from tasks.params import Params
 
 FINGERPRINT = "ckpt.json"
-ROOT = Path(__file__).resolve().parents[1]
-CODE = (
-    "model/config.py",
-    "model/data.py",
-    "model/gpt.py",
-    "model/pretrain.py",
-    "tasks/pretrain.py",
-)
+TRAINING = "tasks.pretrain"  # its code, and every repo module it imports (tasks/deps.py)
 
 
 def fingerprint(params: Params) -> dict:
@@ -36,7 +29,7 @@ def fingerprint(params: Params) -> dict:
         "model": params.model.model_dump(mode="json"),
         "pretrain": params.pretrain.model_dump(mode="json"),
         "tokens": sha256_file(tokens),
-        "code": {f: sha256_file(ROOT / f) for f in CODE},
+        "code": {f: sha256_file(ROOT / f) for f in code_deps(TRAINING)},
     }
 
 

@@ -17,11 +17,12 @@ import torch
 
 from model import metrics as M
 from model.finetune import encode, finetune, init_lm
+from model.schema import is_regression, num_labels
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from model.zeroshot import score_choices
+from tasks.data.loaders import load_split, subsample
 from tasks.io import write_json
-from tasks.loaders import load_split, subsample
 from tasks.params import ArmConfig, Params
 
 
@@ -55,19 +56,20 @@ def run(params: Params, name: str, arm_name: str) -> dict:
 
     pretrained, tokenizer = params.artifacts("pretrain", "hf"), params.artifacts("tokenizer")
     tok = load_tokenizer(tokenizer)  # the same in pretrain/hf
-    max_len = cfg.max_len or params.model.shape()[3]
+    max_len = cfg.max_len or params.model.shape().n_ctx
     fit, tune, dev = (
         encode(rows, ds.task_type, tok, max_len, ds.labels)
         for rows in (fit_rows, tune_rows, dev_rows)
     )
-    pad, regression = special_ids(tok)["pad"], ds.task_type != "multiple_choice" and not ds.labels
+    n_labels = num_labels(ds.task_type, ds.labels)
+    pad, regression = special_ids(tok)["pad"], is_regression(ds.task_type, n_labels)
     metric = ds.metric
 
     def train(seed: int, lr: float) -> dict:
         t0 = time.perf_counter()
         torch.manual_seed(seed)  # initial weights (scratch) and head
         _, lm = init_lm(cfg.init, pretrained, tokenizer, params.model)
-        model = TaskModel(lm, ds.task_type, len(ds.labels) if ds.labels else 1, cfg.head_dropout)
+        model = TaskModel(lm, ds.task_type, n_labels, cfg.head_dropout)
         result = finetune(
             model, fit, dev, cfg.model_copy(update={"lr": lr}), pad, seed, tune=tune, metric=metric
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -104,17 +105,26 @@ def tiny_overrides(tmp_path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def weed(tmp_path_factory):
-    """A real SeaweedFS S3 server on 127.0.0.1 (tasks/stack.py), always stopped by pid."""
-    from tasks import stack
+@contextmanager
+def seaweedfs(state: Path, **kw):
+    """A real SeaweedFS S3 server on 127.0.0.1 (tasks/stack/seaweedfs.py), always stopped by pid
+    (also after a restart on the same state dir): the one way the tests start one. Tests
+    that kill or restart a server use their own; the rest share `weed`."""
+    from tasks.stack import seaweedfs as stack
 
-    state = tmp_path_factory.mktemp("weed")
-    server = stack.up(state)
+    server = stack.up(state, **kw)
     try:
         yield server
     finally:
         stack.down(state)
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory):
+    """The SeaweedFS server the tests that need S3 share, one per test module (so what
+    one module publishes never meets another's); keys and buckets: tasks/stack/seaweedfs.py."""
+    with seaweedfs(tmp_path_factory.mktemp("weed")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -180,7 +190,7 @@ def published(tiny_export, tmp_path_factory):
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer
     from tasks import bundle, export, publish
-    from tasks.loaders import load_split
+    from tasks.data.loaders import load_split
     from tasks.params import ExportConfig, load_params
 
     tmp = tmp_path_factory.mktemp("published")

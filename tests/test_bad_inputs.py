@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tasks import tokenize, validate
-from tasks.loaders import DatasetError, load_split
+from tasks.data import corpus, tokens
+from tasks.data.loaders import DatasetError, load_split
 from tasks.params import DatasetConfig, Params
 
 
@@ -51,12 +52,12 @@ def good_corpus(tmp_path):
 
 
 def test_empty_corpus(tmp_path):
-    with pytest.raises(tokenize.CorpusError, match="no files match"):
+    with pytest.raises(corpus.CorpusError, match="no files match"):
         tokenize.run(params_for(tmp_path, [tmp_path / "none/*.txt"]))
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n\n")
     p = params_for(tmp_path, [good_corpus(tmp_path), empty])
-    with pytest.raises(tokenize.CorpusError, match=r"empty.txt: empty document"):
+    with pytest.raises(corpus.CorpusError, match=r"empty.txt: empty document"):
         tokenize.run(p)
     no_partial_output(tmp_path)
     failed_validation(p, "corpus: expect_column_values_to_be_between(column='chars'", "empty.txt")
@@ -66,7 +67,7 @@ def test_non_utf8_bytes(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("first line\nna\xefve caf\xe9\n".encode("latin-1"))
     p = params_for(tmp_path, [good_corpus(tmp_path), bad])
-    with pytest.raises(tokenize.CorpusError, match=r"latin1.txt: line 2, byte 13: not valid UTF-8"):
+    with pytest.raises(corpus.CorpusError, match=r"latin1.txt: line 2, byte 13: not valid UTF-8"):
         tokenize.run(p)
     no_partial_output(tmp_path)
     failed_validation(p, "utf8_error", "latin1.txt", "line 2, byte 13")
@@ -75,7 +76,7 @@ def test_non_utf8_bytes(tmp_path):
 def test_bom_and_crlf_are_handled(tmp_path):
     f = tmp_path / "windows.txt"
     f.write_bytes(b"\xef\xbb\xbf" + b"Call me Ishmael. Some years ago.\r\n" * 30)
-    assert tokenize.read_document(f) == "Call me Ishmael. Some years ago.\n" * 30
+    assert corpus.read_document(f) == "Call me Ishmael. Some years ago.\n" * 30
     p = params_for(tmp_path, [f])
     assert validate.run(p)["success"]
     tokenize.run(p)
@@ -86,10 +87,17 @@ def test_nul_and_control_characters(tmp_path):
     nul = tmp_path / "nul.txt"
     nul.write_text("ok line\nanother\nbin\x00ary\n")
     p = params_for(tmp_path, [good_corpus(tmp_path), nul])
-    with pytest.raises(tokenize.CorpusError, match=r"nul.txt: line 3: NUL character"):
+    with pytest.raises(corpus.CorpusError, match=r"nul.txt: line 3: NUL character"):
         tokenize.run(p)
     no_partial_output(tmp_path)
     failed_validation(p, "column='nul'", "nul.txt", "at line 3")
+    # a control character before the NUL: the NUL's own line is named
+    late = tmp_path / "late_nul.txt"
+    late.write_text("\x1b[1mbold\x1b[0m heading\nplain\nbin\x00ary\n")
+    with pytest.raises(corpus.CorpusError, match=r"late_nul.txt: line 3: NUL character"):
+        tokenize.run(params_for(tmp_path, [good_corpus(tmp_path), late]))
+    msg = failed_validation(params_for(tmp_path, [good_corpus(tmp_path), late]), "column='nul'")
+    assert "late_nul.txt (1 at line 3)" in msg.split("column='nul'")[1].split("\n")[0], msg
     ctrl = tmp_path / "ansi.txt"
     ctrl.write_text("plain text\n" * 10 + "\x1b[31mred\x1b[0m terminal dump\n")
     failed_validation(
@@ -103,9 +111,9 @@ def test_one_50mb_line(tmp_path):
     failed_validation(
         params_for(tmp_path, [big]), "column='longest_line'", "one_line.txt", "at line 1"
     )
-    pieces = tokenize.chunks(big.read_text())  # the encoder still gets bounded pieces
-    assert len(pieces) == -(-50_000_000 // tokenize.ENCODE_CHUNK_CHARS)
-    assert max(map(len, pieces)) == tokenize.ENCODE_CHUNK_CHARS
+    pieces = tokens.chunks(big.read_text())  # the encoder still gets bounded pieces
+    assert len(pieces) == -(-50_000_000 // tokens.ENCODE_CHUNK_CHARS)
+    assert max(map(len, pieces)) == tokens.ENCODE_CHUNK_CHARS
 
 
 # --- labelled data ---------------------------------------------------------------------------
@@ -185,3 +193,53 @@ def test_train_test_overlap(tmp_path):
     p = params_for(tmp_path, [good_corpus(tmp_path)], {"d": cfg})
     failed_validation(p, "test.jsonl: expect_column_values_to_be_in_set(column='in_train'",
                       "1 of 3 rows", "row 2")  # fmt: skip
+
+
+def mc(i, **kw):
+    return {"context": f"context {i}", "question": "q", "choices": ["a", "b"], "label": 0, **kw}
+
+
+@pytest.mark.parametrize(
+    ("task", "bad_rows", "row_and_rule"),
+    [
+        # multiple choice: choices a string (each character would become a choice)
+        ("multiple_choice", [mc(1, choices="ab"), mc(2, choices="cd")],
+         "row 1 ('choices is of type str, not a list of strings')"),
+        ("multiple_choice", [mc(1, choices=["a", 2])],
+         "row 1 ('choices holds a int (2), not only strings')"),
+        ("multiple_choice", [mc(1, label="1")],
+         "row 1 ('label is of type str, not an int (0-based index into choices)')"),
+        # wrong types: a class label given as a number; a text that is not a string
+        ("entailment", [{**row(1), "label": 1}],
+         "row 1 ('label is of type int, not a string (a class name; quote it)')"),
+        ("entailment", [{**row(1), "hypothesis": 5}, {**row(2), "hypothesis": 6}],
+         "row 2 ('hypothesis is of type int, not a string')"),
+        ("similarity", [{"text_a": "a b", "text_b": "c d", "score": "high"}],
+         "row 1 ('score is of type str, not a number')"),
+    ],
+)  # fmt: skip
+def test_malformed_record_shapes(tmp_path, task, bad_rows, row_and_rule):
+    """Each malformed shape fails validation naming file, row and rule (column
+    schema_error, model/schema.py), and fails loading for fine-tuning the same way."""
+    good = [mc(0)] if task == "multiple_choice" else [row(0)]
+    if task == "similarity":
+        good = [{"text_a": "x y", "text_b": "y z", "score": 1.5}]
+    labels = ("yes", "no") if task == "entailment" else None
+    cfg = dataset(tmp_path, good, bad_rows, task=task, labels=labels)
+    p = params_for(tmp_path, [good_corpus(tmp_path)], {"d": cfg})
+    failed_validation(p, "ds/dev.jsonl: expect_column_values_to_be_null(column='schema_error')",
+                      row_and_rule)  # fmt: skip
+    rule = row_and_rule.split(" ('")[1].rstrip("')")
+    with pytest.raises(DatasetError, match=r"dev.jsonl: row \d: ") as e:
+        load_split(cfg, "dev")
+    assert rule in str(e.value) or "required field" in str(e.value)
+
+
+def test_missing_field_named_with_its_row(tmp_path):
+    """A field missing from one row (present in others): file, row and the not-null rule."""
+    cfg = dataset(tmp_path, [row(0)], [row(1), {"premise": "a premise", "label": "no"}])
+    p = params_for(tmp_path, [good_corpus(tmp_path)], {"d": cfg})
+    failed_validation(p, "ds/dev.jsonl: expect_column_values_to_not_be_null(column='hypothesis')",
+                      "1 of 2 rows", "row 2 (missing)")  # fmt: skip
+    with pytest.raises(DatasetError, match=r"dev.jsonl: row 2: required field 'hypothesis'"):
+        load_split(cfg, "dev")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import stack
+from tasks.stack import seaweedfs as stack
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

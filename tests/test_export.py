@@ -14,12 +14,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from model import onnx_export as ox
 from model.finetune import encode, predict
-from model.onnx_runtime import OnnxLM, OnnxTaskModel, session
+from model.inputs import collate, encode_record
+from model.onnx_runtime import OnnxLM, OnnxTaskModel, cuda_problem, providers_for, session
+from model.schema import missing_choice
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from tasks import export
-from tasks.loaders import load_split
+from tasks.data.loaders import load_split
 from tasks.params import ExportConfig, load_params
+from tasks.triton import triton_config
 
 
 def test_gemm_to_matmul_computes_the_same(tmp_path):
@@ -55,12 +58,12 @@ def test_export_refuses_a_missing_finetuned_model(tmp_path):
 
 def test_triton_config_dims():
     mc = {"kind": "task", "task_type": "multiple_choice", "inputs": ox.TASK_INPUTS}
-    cfg = export.triton_config("arc", mc, {"num_labels": 1}, 16)
+    cfg = triton_config("arc", mc, {"num_labels": 1}, 16)
     assert 'name: "input_ids" data_type: TYPE_INT64 dims: [ -1, -1 ]' in cfg
     assert 'name: "logits" data_type: TYPE_FP32 dims: [ -1 ]' in cfg
     assert "max_batch_size: 16" in cfg and "dynamic_batching" in cfg
     sts = {"kind": "task", "task_type": "similarity", "inputs": ox.TASK_INPUTS}
-    cfg = export.triton_config("stsb", sts, {"num_labels": 1}, 8)
+    cfg = triton_config("stsb", sts, {"num_labels": 1}, 8)
     assert "dims: [ 2, -1 ]" in cfg and "reshape: { shape: [  ] }" in cfg
 
 
@@ -77,7 +80,7 @@ def test_fp32_parity_and_identical_dev_predictions(tiny_export):
     dev = encode(load_split(ds, "dev"), ds.task_type, tok, meta["max_len"], ds.labels)
     ref = predict(model, dev, special_ids(tok)["pad"])
     onnx_model = OnnxTaskModel(out, "fp32", device="auto")
-    assert onnx_model.providers == ["CPUExecutionProvider"]  # no GPU on this machine
+    assert onnx_model.providers == providers_for("auto", cuda_problem())  # the code's decision
     got = np.concatenate(
         [onnx_model.logits([e.seqs for e in dev[i : i + 32]]) for i in range(0, len(dev), 32)]
     )
@@ -206,12 +209,26 @@ def test_other_task_types_parity(tiny_export, shared_data, tmp_path):
         d = tmp_path / task_type
         model.save(d, extra={"labels": None, "max_len": 64})
         tok.save_pretrained(str(d))
-        info = export.export_task(d, tmp_path / "out" / task_type, cfg, recs)
-        assert info["parity"]["fp32"]["max_abs"] <= 1e-4
-        got = OnnxTaskModel(tmp_path / "out" / task_type, "fp32", "cpu").predict(recs, batch_size=4)
-        assert len(got) == len(recs)
+        export.export_task(d, tmp_path / "out" / task_type, cfg, recs[:2])  # checks 2 rows
+        # every row, computed here on both sides: ONNX Runtime vs PyTorch
+        onnx_model = OnnxTaskModel(tmp_path / "out" / task_type, "fp32", "cpu")
+        examples = [encode_record(r, task_type, tok, 64) for r in recs]
+        with torch.no_grad():
+            ref = model.eval()(**collate(examples, task_type, special_ids(tok)["pad"]))[0]
+        got = onnx_model.logits(examples)
+        assert got.shape == tuple(ref.shape)
+        assert missing_choice(got).tolist() == missing_choice(ref.numpy()).tolist()
+        real = ~missing_choice(ref.numpy())
+        np.testing.assert_allclose(got[real], ref.numpy()[real], atol=1e-4, rtol=0)
+        preds = onnx_model.predict(recs, batch_size=4)
+        assert len(preds) == len(recs)
         if task_type == "multiple_choice":
-            assert got[0]["logits"][2:] == [None] * (len(got[0]["logits"]) - 2)
+            assert preds[0]["logits"][2:] == [None] * (len(preds[0]["logits"]) - 2)
+            assert missing_choice(got[0]).tolist() == [False, False] + [True] * (got.shape[1] - 2)
+        elif n == 1:  # regression: the score itself
+            assert preds[0]["prediction"] == pytest.approx(ref[0].item(), abs=1e-4)
+        else:
+            assert [p["prediction"] for p in preds] == ref.argmax(-1).tolist()
 
 
 @pytest.mark.slow

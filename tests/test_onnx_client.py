@@ -37,7 +37,7 @@ def test_genpt_is_not_importable_in_the_clients_interpreter(tmp_path):
 @pytest.mark.parametrize("name", ["authors", "snli", "stsb", "arc"])
 def test_client_equals_genpt_predict_on_dev(published, tiny_export, name, tmp_path):
     from tasks import serve
-    from tasks.loaders import load_split
+    from tasks.data.loaders import load_split
 
     rows = load_split(tiny_export.dataset(name), "dev")
     if name == "arc":
@@ -80,7 +80,7 @@ def test_tokenizer_template_gives_the_model_inputs(published):
     """tokenizer(text) / tokenizer(a, b) with the bundle's tokenizer.json = genpt's inputs."""
     from tokenizers import Tokenizer
 
-    from model.onnx_runtime import transform_record
+    from model.inputs import encode_record
     from model.tokenizer import load_tokenizer
 
     cases = [
@@ -94,5 +94,5 @@ def test_tokenizer_template_gives_the_model_inputs(published):
     for name, row, texts in cases:
         d = published / "onnx" / name
         meta = json.loads((d / "task.json").read_text())
-        ref = transform_record(row, meta["task_type"], load_tokenizer(d), meta["max_len"])
+        ref = encode_record(row, meta["task_type"], load_tokenizer(d), meta["max_len"])
         assert Tokenizer.from_file(str(d / "tokenizer.json")).encode(*texts).ids == ref[0]

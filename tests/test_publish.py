@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tasks import publish, stack
+from tasks import publish
 from tasks.bundle import IntegrityError, RegistryError, sha256_file
 from tasks.bundle.stores import S3Store
 from tasks.params import load_params
+from tasks.stack import seaweedfs as stack
+from tests.conftest import seaweedfs
 
 
 @pytest.fixture
@@ -136,9 +138,8 @@ def test_s3_publish_then_fetch_verifies(s3_env, artifacts, tmp_path):
 
 def test_server_killed_mid_publish_keeps_latest(artifacts, tmp_path, monkeypatch):
     state = tmp_path / "weed"
-    server = stack.up(state)
     monkeypatch.chdir(tmp_path)
-    try:
+    with seaweedfs(state) as server:
         for k, v in server.env().items():
             monkeypatch.setenv(k, v)
         p = _params(artifacts)
@@ -165,8 +166,6 @@ def test_server_killed_mid_publish_keeps_latest(artifacts, tmp_path, monkeypatch
             publish.fetch(p, tmp_path / "got2", version="v2")
         assert publish.run(p, version="v2")["version"] == "v2"  # a retry completes it
         assert publish.fetch(p, tmp_path / "got3")["version"] == "v2"
-    finally:
-        stack.down(state)
 
 
 def test_wrong_credentials_clear_error_without_secret(s3_env, artifacts, monkeypatch):

@@ -1,4 +1,5 @@
-"""tasks/stack.py against the real `weed`: start, refuse strangers, stop by pid, restart."""
+"""tasks/stack/seaweedfs.py against the real `weed`: start, refuse strangers, stop by pid,
+restart."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tasks import stack
+from tasks.stack import seaweedfs as stack
+from tests.conftest import seaweedfs
 
 
 def _client(endpoint, **kw):
@@ -60,8 +62,7 @@ def test_wrong_secret_is_refused(weed):
 
 def test_down_stops_by_pid_and_up_restarts_on_the_same_data(tmp_path):
     state = tmp_path / "weed"
-    first = stack.up(state, buckets=["keep-me"])
-    try:
+    with seaweedfs(state, buckets=["keep-me"]) as first:
         stack._client(first).put_object(Bucket="keep-me", Key="k", Body=b"persisted")
         assert stack.down(state) is True
         assert not stack._alive(first.pid)
@@ -73,5 +74,3 @@ def test_down_stops_by_pid_and_up_restarts_on_the_same_data(tmp_path):
         assert (again.access_key, again.secret_key) == (first.access_key, first.secret_key)
         body = stack._client(again).get_object(Bucket="keep-me", Key="k")["Body"].read()
         assert body == b"persisted"
-    finally:
-        stack.down(state)

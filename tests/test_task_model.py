@@ -3,8 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from model.config import ModelConfig
-from model.gpt import build_lm, tied
+from model.gpt import build_lm
 from model.inputs import collate, entailment, multiple_choice, similarity
+from model.schema import MISSING_CHOICE, missing_choice
 from model.task_model import TaskModel
 
 SP = {"start": 1, "delim": 2, "extract": 3, "pad": 4, "eot": 0}
@@ -23,7 +24,7 @@ def rand_ids(g, n):
 @pytest.mark.parametrize("arch", ["gpt2", "gpt1"])
 def test_output_projection_is_token_embedding(arch):
     m = lm(arch)
-    assert tied(m)
+    assert m.get_output_embeddings().weight is m.get_input_embeddings().weight
     assert m.lm_head.weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
 
 
@@ -85,7 +86,8 @@ def test_multiple_choice_softmax_over_answers_with_missing_choice():
     logits, loss = model(**batch, labels=torch.tensor([1, 0]), lm_coef=0.5)
     assert logits.shape == (2, 3)
     assert torch.isfinite(loss)
-    assert logits[1, 2] < -1e30  # the missing choice never wins
+    assert logits[1, 2].item() == MISSING_CHOICE  # the one sentinel (model/schema.py)
+    assert missing_choice(logits.detach().numpy()).tolist() == [[False] * 3, [False, False, True]]
     solo = model(**collate([ex2], "multiple_choice", SP["pad"]))[0]
     assert torch.allclose(solo, logits[1:, :2], atol=1e-5)
 

@@ -10,6 +10,7 @@ import pytest
 import model.tokenizer
 from model.tokenizer import fast_encoder, load_tokenizer, train_tokenizer
 from tasks import tokenize
+from tasks.data import corpus, tokens
 from tasks.params import load_params
 
 TEXT = "The quick brown fox jumps over the lazy dog.\n" * 50
@@ -22,7 +23,7 @@ def tok():
 
 def test_chunks_join_back_and_are_bounded():
     text = "line one\n" * 5000 + "x" * 50_000 + " word" * 8000  # a long line without newline
-    pieces = tokenize.chunks(text, 1000)
+    pieces = tokens.chunks(text, 1000)
     assert "".join(pieces) == text
     assert max(map(len, pieces)) <= 1000
     assert all(p.startswith("\n") for p in pieces[1:40])  # cut before newlines where possible
@@ -37,7 +38,7 @@ def test_chunks_cut_only_where_the_pre_tokenizer_splits(default_docs, kind):
     hf = tok.backend_tokenizer
     whole = hf.encode(text, add_special_tokens=False).ids
     for size in range(40, 100):  # cuts at every offset of the repeated text
-        pieces = tokenize.chunks(text, size)
+        pieces = tokens.chunks(text, size)
         assert len(pieces) > len(text) // size and "".join(pieces) == text
         ids = [i for p in pieces for i in hf.encode(p, add_special_tokens=False).ids]
         assert ids == whole, size
@@ -45,7 +46,7 @@ def test_chunks_cut_only_where_the_pre_tokenizer_splits(default_docs, kind):
 
 def test_encode_docs_matches_plain_encoding(tok):
     docs = [TEXT, "Hello world, hello tokens!\n" * 3000]
-    ids, info = tokenize.encode_docs(tok, docs, np.dtype(np.uint16))
+    ids, info = tokens.encode_docs(tok, docs, np.dtype(np.uint16))
     assert info["encoder"] == "tiktoken" and info["pieces_verified"] >= 1
     assert [a.dtype for a in ids] == [np.uint16, np.uint16]
     for d, a in zip(docs, ids, strict=True):
@@ -55,7 +56,7 @@ def test_encode_docs_matches_plain_encoding(tok):
 
 @pytest.fixture(scope="module")
 def default_docs():
-    return [tokenize.read_document(f) for f in tokenize.corpus_files(["data/corpus/*.txt"])]
+    return [corpus.read_document(f) for f in corpus.corpus_files(["data/corpus/*.txt"])]
 
 
 def gpt2_style(docs):
@@ -77,7 +78,7 @@ def test_fast_encoder_equals_hf_tokenizer_on_the_default_corpus(default_docs, ki
     tok = train_tokenizer(default_docs, 2048, 2) if kind == "genpt" else gpt2_style(default_docs)
     fast = fast_encoder(tok)
     extra = ["naïve café — 3.14159 ½ 東京 🙂\t\ttabs  two  spaces\n\n\n", "a<|endoftext|>b", " "]
-    pieces = [p for d in default_docs for p in tokenize.chunks(d)] + extra
+    pieces = [p for d in default_docs for p in tokens.chunks(d)] + extra
     hf = tok.backend_tokenizer.encode_batch_fast(pieces, add_special_tokens=False)
     for p, h in zip(pieces, hf, strict=True):
         assert fast.encode(p, allowed_special="all") == h.ids, p[:80]
@@ -89,7 +90,7 @@ def test_encode_docs_uses_hf_for_other_pre_tokenizers(tok):
     other = model.tokenizer.wrap(tok.backend_tokenizer)
     other.backend_tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     assert fast_encoder(other) is None
-    ids, info = tokenize.encode_docs(other, [TEXT], np.dtype(np.uint16))
+    ids, info = tokens.encode_docs(other, [TEXT], np.dtype(np.uint16))
     assert info["encoder"] == "tokenizers"
     assert ids[0].tolist() == other.backend_tokenizer.encode(TEXT, add_special_tokens=False).ids
 
@@ -100,7 +101,7 @@ def test_encode_docs_falls_back_to_hf_when_the_fast_encoder_differs(tok, monkeyp
             return np.zeros(3, np.uint32)
 
     monkeypatch.setattr(model.tokenizer, "fast_encoder", lambda t: Wrong())
-    ids, info = tokenize.encode_docs(tok, [TEXT], np.dtype(np.uint16))
+    ids, info = tokens.encode_docs(tok, [TEXT], np.dtype(np.uint16))
     assert info["encoder"] == "tokenizers" and info["tiktoken_mismatch"] == 0
     assert ids[0].tolist() == tok.backend_tokenizer.encode(TEXT, add_special_tokens=False).ids
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tasks import validate
+from tasks.data import leakage
 from tasks.params import load_params
 
 
@@ -93,7 +94,7 @@ def test_eval_text_found_in_corpus(tmp_path):
 
 
 def test_ngram_index_shares():
-    idx = validate.NgramIndex(["one two three four five six seven eight nine ten"], 4)
+    idx = leakage.NgramIndex(["one two three four five six seven eight nine ten"], 4)
     s = idx.shares(["Two, three FOUR five six", "two three four nine", "short text", ""])
     assert s[0] == 1.0 and s[1] == 0.0
     assert s[2] != s[2] and s[3] != s[3]  # nan: under n words

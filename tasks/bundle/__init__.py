@@ -18,7 +18,7 @@ the model card and lineage, as models/NAME/VERSION/ of a local or S3 registry:
     models/NAME/latest        {"version": VERSION}
 
 manifest.py checks files, stores.py moves bytes (local dir or S3, one client factory in
-tasks/storage.py), registry.py publishes, fetches, resolves `latest` and opens bundles,
+tasks/stack/storage.py), registry.py publishes, fetches, resolves `latest` and opens bundles,
 layout.py finds a model inside one.
 """
 

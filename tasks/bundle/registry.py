@@ -93,7 +93,7 @@ def open_bundle(src: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     registry's models/NAME/latest pointer file, or s3://BUCKET/models/NAME/VERSION|latest
     (downloaded once into cache_dir/BUCKET/models/NAME/VERSION and re-verified on use).
     """
-    from tasks.storage import parse_s3_uri
+    from tasks.stack.storage import parse_s3_uri
 
     if str(src).startswith("s3://"):
         bucket, key = parse_s3_uri(str(src))

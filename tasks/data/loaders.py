@@ -1,14 +1,11 @@
 """Labelled datasets -> canonical records, through HF `datasets`.
 
-Canonical schema per task type (a user's own files in this schema need no code):
-  classification   text, label
-  entailment       premise, hypothesis, label
-  similarity       text_a, text_b, label (class) or score (float)
-  multiple_choice  context, question, choices (list of str), label (choice index)
+The canonical schema (task types, fields, types, label rules) is model/schema.py;
+a user's own files in that schema need no code.
 
 An adapter, named in params.yaml (`datasets.NAME.adapter`), turns a source format
 into these records. A path is a local file, glob or directory, or an s3:// URI
-(endpoint from GENPT_S3_ENDPOINT_URL, see tasks/storage.py). Each record may carry
+(endpoint from GENPT_S3_ENDPOINT_URL, see tasks/stack/storage.py). Each record may carry
 `_where`, a locator used in error messages (default: "row N", 1-based data rows).
 """
 
@@ -23,21 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model.schema import TEXT_FIELDS, check_record
 from tasks.errors import GenptError
 from tasks.params import DatasetConfig
 
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "classification": ("text", "label"),
-    "entailment": ("premise", "hypothesis", "label"),
-    "similarity": ("text_a", "text_b"),
-    "multiple_choice": ("choices", "label"),  # plus a non-empty context or question
-}
-TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("text",),
-    "entailment": ("premise", "hypothesis"),
-    "similarity": ("text_a", "text_b"),
-    "multiple_choice": ("context", "question"),
-}
 QUOTE_NONE = 3  # csv.QUOTE_NONE: GLUE TSVs hold unbalanced quotes
 
 
@@ -78,7 +64,7 @@ def _files(path: str, pattern: str = "") -> str | list[str]:
 def _storage_options(path: str) -> dict:
     if not path.startswith("s3://"):
         return {}
-    from tasks.storage import endpoint_url
+    from tasks.stack.storage import endpoint_url
 
     ep = endpoint_url()
     return {"client_kwargs": {"endpoint_url": ep}} if ep else {}
@@ -181,12 +167,25 @@ def load_canonical(path: str) -> Records:
     """Records of a canonical-schema file (JSONL, CSV/TSV or parquet)."""
     builder, kwargs = _format(path)
     try:
-        return Records(read(builder, path, **kwargs).to_list())
+        ds = read(builder, path, **kwargs)
+        if builder == "csv":  # CSV has no types: a class name or a text that looks numeric
+            ds = _as_strings(ds, {"label", *(k for f in TEXT_FIELDS.values() for k in f)})
+        return Records(ds.to_list())
     except DatasetError:
         bad = bad_json_line(path) if builder == "json" else None
         if bad:
             raise DatasetError(f"{path}: {bad}") from None
         raise
+
+
+def _as_strings(ds, columns: set[str]):
+    """`ds` with these of its columns (those it has) cast to strings."""
+    import datasets
+
+    for c in sorted(columns & set(ds.column_names)):
+        if ds.features[c] != datasets.Value("string"):
+            ds = ds.cast_column(c, datasets.Value("string"))
+    return ds
 
 
 def _need(row: dict, cols: tuple[str, ...], path: str, i: int) -> None:
@@ -424,41 +423,14 @@ ADAPTERS: dict[str, Callable[[str], Records]] = {
 # --- checks --------------------------------------------------------------------------------
 
 
-def _empty(v) -> bool:
-    return v is None or (isinstance(v, str) and not v.strip())
-
-
 def check_records(records: list[dict], cfg: DatasetConfig, path: str) -> None:
-    """Required fields present and non-empty, labels in the declared set, choices consistent."""
+    """Every record follows the schema (model/schema.py): required fields present and
+    non-empty, of the right types, labels in the declared set, choices consistent."""
     if not records:
         raise DatasetError(f"{path}: no rows")
-    need = REQUIRED[cfg.task_type]
-    if cfg.task_type == "similarity":
-        need = (*need, "label" if cfg.labels else "score")
     for i, r in enumerate(records, start=1):
-        for key in need:
-            if _empty(r.get(key)):
-                raise DatasetError(
-                    f"{path}: {where(r, i)}: required field {key!r} is missing or empty"
-                )
-        if cfg.labels and str(r["label"]) not in cfg.labels:
-            raise DatasetError(
-                f"{path}: {where(r, i)}: label {r['label']!r} not in the declared labels "
-                f"{cfg.labels}"
-            )
-        if cfg.task_type == "multiple_choice":
-            if _empty(r.get("context")) and _empty(r.get("question")):
-                raise DatasetError(f"{path}: {where(r, i)}: context and question both empty")
-            ch = r["choices"]
-            if not isinstance(ch, list) or len(ch) < 2 or any(_empty(c) for c in ch):
-                raise DatasetError(
-                    f"{path}: {where(r, i)}: choices must be a list of >= 2 non-empty strings"
-                )
-            if not 0 <= int(r["label"]) < len(ch):
-                raise DatasetError(
-                    f"{path}: {where(r, i)}: label {r['label']} is not an index into its "
-                    f"{len(ch)} choices"
-                )
+        if bad := check_record(r, cfg.task_type, cfg.labels):
+            raise DatasetError(f"{path}: {where(r, i)}: {bad}")
 
 
 def split_path(cfg: DatasetConfig, split: str) -> str | None:

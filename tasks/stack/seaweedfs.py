@@ -21,9 +21,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks import storage
 from tasks.errors import GenptError
 from tasks.io import atomic_write_text, write_json
+from tasks.stack import storage
 
 STATE_DIR = Path(".genpt/stack")  # weed data, identities, pid, log
 ENV_FILE = Path(storage.ENV_FILE)
