@@ -55,8 +55,18 @@ def _clock(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def progress(total: int, desc: str, initial: int = 0, every_s: float = 60.0, file=None):
-    """A tqdm bar if `file` (default stderr) is a terminal, else a PlainProgress."""
+class _Off:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
+def progress(total: int, desc: str, initial: int = 0, every_s: float = 60.0, file=None,
+             enabled: bool = True):  # fmt: skip
+    """A tqdm bar if `file` (default stderr) is a terminal, else a PlainProgress; nothing
+    if not `enabled` (e.g. on every rank but 0)."""
+    if not enabled:
+        return _Off()
     file = file or sys.stderr
     if _tty(file):
         return tqdm(total=total, desc=desc, initial=initial, unit="step", mininterval=1.0,

@@ -43,3 +43,12 @@ def test_a_terminal_gets_a_bar(monkeypatch):
     bar.close()
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert isinstance(progress(10, "pretrain", file=Tty()), PlainProgress)
+
+
+def test_disabled_prints_nothing():
+    out = io.StringIO()
+    p = progress(10, "pretrain", every_s=0.0, file=out, enabled=False)
+    p.set_postfix(loss="1.0")
+    p.update(10)
+    p.close()
+    assert out.getvalue() == ""
