@@ -22,6 +22,7 @@ CODE = (
     "model/config.py",
     "model/data.py",
     "model/gpt.py",
+    "model/optim.py",
     "model/pretrain.py",
     "tasks/pretrain.py",
 )
