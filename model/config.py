@@ -5,9 +5,9 @@ Every class rejects unknown keys and wrong types; the error names the key.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -77,6 +77,24 @@ class PretrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Data-parallel processes, launched by the stage on torchrun (docs/distributed.md).
+    # auto: one per visible GPU when training on CUDA, else 1. batch_size is per process.
+    nproc_per_node: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
+    nnodes: int = Field(1, gt=0)
+    rdzv_endpoint: str | None = None  # host:port every node reaches; needed when nnodes > 1
+    rdzv_id: str = Field("genpt", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one id per job
+    rdzv_backend: Literal["c10d", "static"] = "c10d"  # static: ranks by node_rank
+    node_rank: int | None = Field(None, ge=0)  # static only: node 0 holds global rank 0
+    max_restarts: int = Field(0, ge=0)  # torchrun restarts; a restart resumes from ckpt.pt
+
+    @model_validator(mode="after")
+    def _check_launch(self) -> PretrainConfig:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("nnodes > 1 needs rdzv_endpoint (host:port of the rendezvous)")
+        static = self.rdzv_backend == "static" and self.nnodes > 1
+        if static and (self.node_rank is None or self.node_rank >= self.nnodes):
+            raise ValueError(f"rdzv_backend static needs node_rank in [0, {self.nnodes})")
+        return self
 
 
 class FinetuneConfig(Strict):

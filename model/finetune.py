@@ -17,6 +17,7 @@ from model import inputs, metrics
 from model.config import FinetuneConfig, ModelConfig
 from model.gpt import build_lm
 from model.inputs import encode_record
+from model.optim import param_groups
 from model.pretrain import resolve_device
 from model.progress import progress
 from model.schema import MISSING_CHOICE, label_of
@@ -130,16 +131,7 @@ def finetune(
     device = resolve_device(cfg.device)
     model.to(device).train()
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0},
-        ],
-        lr=cfg.lr,
-        fused=True,
-    )
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
     total = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     warmup = max(1, int(cfg.warmup_ratio * total))
     # The paper's schedule: linear warmup over 0.2% of training, then linear decay to 0.

@@ -10,19 +10,23 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from model.config import PretrainConfig
 from model.data import TokenShards
 from model.gpt import n_params
+from model.optim import param_groups
+from model.progress import progress
 
 CKPT = "ckpt.pt"
 VAL_SEED = 1_000_003  # keeps validation windows apart from training draws
@@ -93,16 +97,118 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
     """Fused AdamW (CPU and CUDA kernels), weight decay on matrices only."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    groups = param_groups(model, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: write a temp file, then rename over the old checkpoint."""
+@dataclass
+class Trainer:
+    """One process's training state: its place in the world, the model and the optimizer."""
+
+    cfg: PretrainConfig
+    seed: int
+    device: torch.device
+    rank: int
+    world: int
+    seq_len: int
+    amp: AbstractContextManager
+    raw: PreTrainedModel  # the LM itself: checkpoints, evaluation, clipping
+    model: torch.nn.Module  # what runs the forward pass: raw, wrapped by DDP and/or compile
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.world * self.seq_len
+
+
+def setup(lm: PreTrainedModel, cfg: PretrainConfig, seed: int) -> Trainer:
+    """Join the process group, place and wrap the model, build optimizer and schedule."""
+    device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
+    seq_len = cfg.seq_len or lm.config.n_positions
+    if seq_len > lm.config.n_positions:
+        raise ValueError(f"pretrain.seq_len {seq_len} > model context {lm.config.n_positions}")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16(cfg, device) else nullcontext()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    raw = lm.to(device).train()
+    model: torch.nn.Module = raw
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        model = torch.compile(model)
+    opt = make_optimizer(raw, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    torch.manual_seed(seed + rank)  # dropout stream of this process
+    return Trainer(cfg, seed, device, rank, world, seq_len, amp, raw, model, opt, sched)
+
+
+def train_step(t: Trainer, train: TokenShards, step: int) -> tuple[dict, float]:
+    """One optimizer step (grad_accum micro-batches); its metrics and its seconds."""
+    cfg, t0 = t.cfg, time.perf_counter()
+    loss_sum = torch.zeros((), device=t.device)
+    for micro in range(cfg.grad_accum):
+        # One global micro-batch per (step, micro); this process takes its slice.
+        x, y = train.batch([t.seed, step, micro], cfg.batch_size * t.world, t.seq_len)
+        part = slice(t.rank * cfg.batch_size, (t.rank + 1) * cfg.batch_size)
+        x, y = x[part].to(t.device), y[part].to(t.device)
+        sync = micro == cfg.grad_accum - 1 or t.world == 1
+        with nullcontext() if sync else t.model.no_sync(), t.amp:
+            logits = t.model(input_ids=x).logits
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        (loss / cfg.grad_accum).backward()
+        loss_sum += loss.detach()
+    grad_norm = (
+        torch.nn.utils.clip_grad_norm_(t.raw.parameters(), cfg.grad_clip)
+        if cfg.grad_clip > 0
+        else torch.zeros(())
+    )
+    t.opt.step()
+    t.sched.step()
+    t.opt.zero_grad(set_to_none=True)
+
+    train_loss = loss_sum / cfg.grad_accum
+    if t.world > 1:
+        dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
+    dt = time.perf_counter() - t0
+    metrics = {
+        "train/loss": train_loss.item(),
+        "train/lr": t.sched.get_last_lr()[0],
+        "train/grad_norm": float(grad_norm),
+        "train/tokens_per_s": t.tokens_per_step / dt,
+    }
+    return metrics, dt
+
+
+@torch.no_grad()
+def evaluate(
+    lm, val: TokenShards, cfg: PretrainConfig, seq_len: int, seed: int, device, amp
+) -> float:
+    """Mean validation loss over a fixed set of windows (the same at every eval)."""
+    was_training = lm.training
+    lm.eval()
+    total = 0.0
+    for i in range(cfg.eval_batches):
+        x, y = val.batch([seed, VAL_SEED, i], cfg.batch_size, seq_len)
+        with amp:
+            logits = lm(input_ids=x.to(device)).logits
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()).item()
+    lm.train(was_training)
+    return total / cfg.eval_batches
+
+
+def val_metrics(t: Trainer, val: TokenShards) -> dict:
+    loss = evaluate(t.raw, val, t.cfg, t.seq_len, t.seed, t.device, t.amp)
+    return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50))}
+
+
+def _write_atomic(path: Path, state: dict) -> None:
+    """Write a temp file, then rename over the old checkpoint: never a half-written one."""
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -121,21 +227,97 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-@torch.no_grad()
-def evaluate(
-    lm, val: TokenShards, cfg: PretrainConfig, seq_len: int, seed: int, device, amp
-) -> float:
-    """Mean validation loss over a fixed set of windows (the same at every eval)."""
-    was_training = lm.training
-    lm.eval()
-    total = 0.0
-    for i in range(cfg.eval_batches):
-        x, y = val.batch([seed, VAL_SEED, i], cfg.batch_size, seq_len)
-        with amp:
-            logits = lm(input_ids=x.to(device)).logits
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()).item()
-    lm.train(was_training)
-    return total / cfg.eval_batches
+def save_checkpoint(t: Trainer, path: Path, step: int) -> None:
+    """Every process's RNG state goes in; global rank 0 alone writes the file."""
+    rngs = [None] * t.world
+    if t.world > 1:
+        dist.all_gather_object(rngs, _rng_state(t.device))
+    else:
+        rngs = [_rng_state(t.device)]
+    if t.rank == 0:
+        state = {
+            "model": t.raw.state_dict(),
+            "optimizer": t.opt.state_dict(),
+            "scheduler": t.sched.state_dict(),
+            "rng": rngs,
+            "step": step,
+            "seed": t.seed,
+            "world_size": t.world,
+            "batch_size": t.cfg.batch_size,
+            "grad_accum": t.cfg.grad_accum,
+            "id": uuid.uuid4().hex,  # tells one checkpoint from another of the same step
+        }
+        _write_atomic(path, state)
+
+
+def resume_problem(state: dict, cfg: PretrainConfig, world: int) -> str | None:
+    """Why a checkpoint cannot continue with this batch and world size, or None.
+
+    Any world size works that keeps the global batch (batch_size x grad_accum x world).
+    The same batch_size x world and grad_accum also draw the same windows as before.
+    """
+    saved = state.get("world_size", 1)
+    if "batch_size" not in state:  # written before the batch was recorded
+        if saved == world:
+            return None
+        return f"it was written by {saved} processes and does not record its batch size"
+    old = state["batch_size"] * state["grad_accum"] * saved
+    new = cfg.batch_size * cfg.grad_accum * world
+    if old == new:
+        return None
+    return (
+        f"its global batch is {old} sequences ({state['batch_size']} x grad_accum "
+        f"{state['grad_accum']} x {saved} processes), this run's {new} ({cfg.batch_size} x "
+        f"{cfg.grad_accum} x {world}); keep batch_size x grad_accum x world size equal"
+    )
+
+
+def _read_checkpoint(path: Path, rank: int, world: int) -> dict | None:
+    """The checkpoint every process resumes from: global rank 0's.
+
+    Ranks that lack that file (node-local disks) receive it from rank 0.
+    """
+    local = torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+    if world == 1:
+        return local
+
+    def ident(s):
+        return None if s is None else (s["step"], s.get("id"))
+
+    head = [ident(local)]
+    dist.broadcast_object_list(head, src=0)
+    if head[0] is None:
+        return None
+    stale = [False] * world
+    dist.all_gather_object(stale, ident(local) != head[0])
+    if any(stale):
+        box = [local if rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        local = box[0]
+    return local
+
+
+def load_checkpoint(t: Trainer, path: Path) -> int:
+    """Restore model, optimizer, schedule and RNG from `path`; the step to continue from (0: none).
+
+    The same world size restores each process's RNG exactly; another one reseeds the
+    dropout streams from (seed, rank, step).
+    """
+    state = _read_checkpoint(path, t.rank, t.world)
+    if state is None:
+        return 0
+    problem = resume_problem(state, t.cfg, t.world)
+    if problem:
+        raise ValueError(f"cannot resume {path}: {problem}")
+    t.raw.load_state_dict(state["model"])
+    t.opt.load_state_dict(state["optimizer"])
+    t.sched.load_state_dict(state["scheduler"])
+    if len(state["rng"]) == t.world:
+        _set_rng_state(state["rng"][t.rank], t.device)
+    else:
+        seq = np.random.SeedSequence([t.seed, t.rank, state["step"]])
+        torch.manual_seed(int(seq.generate_state(1)[0]))
+    return state["step"]
 
 
 def pretrain(
@@ -158,118 +340,29 @@ def pretrain(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    rank, world = init_distributed(device)
-    seq_len = cfg.seq_len or lm.config.n_positions
-    if seq_len > lm.config.n_positions:
-        raise ValueError(f"pretrain.seq_len {seq_len} > model context {lm.config.n_positions}")
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16(cfg, device) else nullcontext()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    raw = lm.to(device).train()
-    model: torch.nn.Module = raw
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if cfg.compile:
-        model = torch.compile(model)
-    opt = make_optimizer(raw, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    torch.manual_seed(seed + rank)  # dropout stream of this process
-
-    step, ckpt = 0, out / CKPT
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        raw.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"][rank], device)
-        step = state["step"]
-
-    def checkpoint() -> None:
-        rngs = [None] * world
-        if world > 1:
-            dist.all_gather_object(rngs, _rng_state(device))
-        else:
-            rngs = [_rng_state(device)]
-        if rank == 0:
-            save_checkpoint(
-                ckpt,
-                {
-                    "model": raw.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng": rngs,
-                    "step": step,
-                    "seed": seed,
-                    "world_size": world,
-                },
-            )
-
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * world * seq_len
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        desc="pretrain",
-        unit="step",
-        mininterval=2.0,
-        **({"disable": True} if rank else {}),  # rank 0 only; TQDM_DISABLE=1 silences it
-    )
+    ckpt = out / CKPT
+    t = setup(lm, cfg, seed)
+    step = load_checkpoint(t, ckpt) if resume else 0
+    bar = progress(cfg.steps, "pretrain", initial=step, enabled=t.rank == 0)
     metrics: dict = {}
     start_step, train_s = step, 0.0  # time in training steps (no eval, no checkpoints)
     while step < cfg.steps and (stop_after is None or step < stop_after):
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(cfg.grad_accum):
-            # One global micro-batch per (step, micro); this process takes its slice.
-            x, y = train.batch([seed, step, micro], cfg.batch_size * world, seq_len)
-            part = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
-            x, y = x[part].to(device), y[part].to(device)
-            sync = micro == cfg.grad_accum - 1 or world == 1
-            with nullcontext() if sync else model.no_sync(), amp:
-                logits = model(input_ids=x).logits
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.detach()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-            if cfg.grad_clip > 0
-            else torch.zeros(())
-        )
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        metrics, dt = train_step(t, train, step)
         step += 1
-
-        train_loss = loss_sum / cfg.grad_accum
-        if world > 1:
-            dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
-        dt = time.perf_counter() - t0
         train_s += dt
-        metrics = {
-            "train/loss": train_loss.item(),
-            "train/lr": sched.get_last_lr()[0],
-            "train/grad_norm": float(grad_norm),
-            "train/tokens_per_s": tokens_per_step / dt,
-        }
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics["val/loss"] = evaluate(raw, val, cfg, seq_len, seed, device, amp)
-            metrics["val/perplexity"] = math.exp(min(metrics["val/loss"], 50))
-        if rank == 0 and log:
+            metrics.update(val_metrics(t, val))
+        if t.rank == 0 and log:
             log(metrics, step)
-        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{t.tokens_per_step / dt:,.0f}")
         bar.update(1)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            checkpoint()
+            save_checkpoint(t, ckpt, step)
     bar.close()
     if "val/loss" not in metrics:  # e.g. resumed from a finished run
-        metrics["val/loss"] = evaluate(raw, val, cfg, seq_len, seed, device, amp)
-        metrics["val/perplexity"] = math.exp(min(metrics["val/loss"], 50))
+        metrics.update(val_metrics(t, val))
     metrics["step"] = step
-    metrics["tokens"] = step * tokens_per_step
+    metrics["tokens"] = step * t.tokens_per_step
     if step > start_step:  # this process's mean over its steps (the last one is noisy)
-        metrics["train/tokens_per_s_mean"] = (step - start_step) * tokens_per_step / train_s
+        metrics["train/tokens_per_s_mean"] = (step - start_step) * t.tokens_per_step / train_s
     return metrics

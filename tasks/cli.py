@@ -85,16 +85,25 @@ def pretrain(
     auto_resume: Annotated[
         bool, typer.Option(help="resume only a checkpoint of the same params/data/code (dvc)")
     ] = False,
+    worker: Annotated[bool, typer.Option(hidden=True, help="a rank the stage launched")] = False,
+    stop_after: Annotated[int | None, typer.Option(hidden=True, help="tests: stop early")] = None,
 ) -> None:
-    """Pre-train the LM (L1). Data-parallel: torchrun --nproc_per_node N -m tasks.cli pretrain."""
+    """Pre-train the LM (L1). Data-parallel with -S pretrain.nproc_per_node=N (auto: every GPU).
+
+    More than one process (pretrain.nproc_per_node x pretrain.nnodes) launches torchrun;
+    see docs/distributed.md. Global rank 0 writes the checkpoint, hf/ and metrics.
+    """
     from tasks import pretrain as stage
 
     p = _params(params, set_)
     if auto_resume:
+        from tasks.launch import world_size
         from tasks.resume import prepare
 
-        resume = prepare(p)
-    _print(stage.run(p, resume=resume))
+        resume = prepare(p, world_size(p.pretrain))
+    metrics = stage.run(p, resume=resume, stop_after=stop_after)
+    if not worker and int(os.environ.get("RANK", 0)) == 0:  # the launcher prints, not its ranks
+        _print(metrics)
 
 
 @app.command()

@@ -203,7 +203,8 @@ def _describe(err: ValidationError, prefix: str = "") -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        got = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        whole = e["type"] == "extra_forbidden" or isinstance(e.get("input"), dict)
+        got = "" if whole else f" (got {e.get('input')!r})"  # not a whole section
         lines.append(f"{key}: {msg}{got}")
     return "; ".join(lines)
 

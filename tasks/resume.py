@@ -14,29 +14,38 @@ from model.pretrain import CKPT
 from tasks.bundle.manifest import sha256_file
 from tasks.deps import ROOT, code_deps
 from tasks.io import write_json
+from tasks.launch import LAUNCH_KEYS
 from tasks.params import Params
 
 FINGERPRINT = "ckpt.json"
 TRAINING = "tasks.pretrain"  # its code, and every repo module it imports (tasks/deps.py)
 
 
-def fingerprint(params: Params) -> dict:
+def fingerprint(params: Params, world: int = 1) -> dict:
+    """What a checkpoint must share with this run to be resumed.
+
+    Not how it is launched, and the batch only as a global batch (batch_size x grad_accum
+    x world size): a run may resume on another number of processes that keeps it.
+    """
     tokens = params.artifacts("tokens", "manifest.json")
     if not tokens.exists():
         raise FileNotFoundError(f"{tokens} missing: run `genpt tokenize` first")
+    cfg = params.pretrain
+    train = cfg.model_dump(mode="json", exclude={*LAUNCH_KEYS, "batch_size", "grad_accum"})
+    train["global_batch"] = cfg.batch_size * cfg.grad_accum * world
     return {
         "seed": params.seed,
         "model": params.model.model_dump(mode="json"),
-        "pretrain": params.pretrain.model_dump(mode="json"),
+        "pretrain": train,
         "tokens": sha256_file(tokens),
         "code": {f: sha256_file(ROOT / f) for f in code_deps(TRAINING)},
     }
 
 
-def prepare(params: Params) -> bool:
+def prepare(params: Params, world: int = 1) -> bool:
     """True if pretrain/ckpt.pt may be resumed; else delete it and record the new run."""
     out = params.artifacts("pretrain")
-    ckpt, path, fp = out / CKPT, out / FINGERPRINT, fingerprint(params)
+    ckpt, path, fp = out / CKPT, out / FINGERPRINT, fingerprint(params, world)
     if ckpt.exists() and path.exists() and json.loads(path.read_text()) == fp:
         return True
     ckpt.unlink(missing_ok=True)

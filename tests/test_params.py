@@ -23,6 +23,13 @@ def test_repo_params_load():
         ("datasets.authors.finetune.lr=x", "datasets.authors.finetune.lr"),
         ("datasets.authors.labels=null", "needs `labels`"),
         ("nonsense", "expected key.path=value"),
+        ("pretrain.nproc_per_node=0", "pretrain.nproc_per_node"),
+        ("pretrain.nproc_per_node=many", "pretrain.nproc_per_node"),
+        ("pretrain.nnodes=2", "nnodes > 1 needs rdzv_endpoint"),
+        (
+            "pretrain={nnodes: 2, rdzv_endpoint: 'h:29400', rdzv_backend: static}",
+            "rdzv_backend static needs node_rank",
+        ),
     ],
 )
 def test_bad_params_name_the_key(override, message):

@@ -1,12 +1,6 @@
-"""Pre-training on real text: learning, exact resume, and 2-process DDP (gloo)."""
-
-import csv
-import os
-import subprocess
-import sys
+"""Pre-training on real text: learning and exact resume (data-parallel: test_distributed.py)."""
 
 import numpy as np
-import pytest
 import torch
 
 from tasks import pretrain
@@ -82,53 +76,3 @@ def test_resume_matches_uninterrupted_run_bitwise(tokens, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-
-
-def _loss_curve(art):
-    path = art / "live" / "pretrain" / "plots" / "metrics" / "train" / "loss.tsv"
-    with open(path) as f:
-        return np.array([float(r["loss"]) for r in csv.DictReader(f, delimiter="\t")])
-
-
-@pytest.mark.slow
-def test_two_process_gloo_ddp_matches_one_process(tokens, tmp_path):
-    common = [
-        "pretrain.steps=8",
-        "pretrain.seq_len=32",
-        "pretrain.eval_every=8",
-        "model.dropout=0.0",
-        "pretrain.ckpt_every=8",
-    ]
-    one, two = tmp_path / "one", tmp_path / "two"
-    for d in (one, two):
-        _copy_tokens(tokens, d)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "tasks.cli", "pretrain", "-p", str(ROOT / "params.yaml")]
-
-    def sets(art, bs):
-        return [x for s in _params(art, *common, f"pretrain.batch_size={bs}") for x in ("-S", s)]
-
-    subprocess.run([*cli, *sets(one, 8)], check=True, env=env, cwd=ROOT)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "tasks.cli",
-            "pretrain",
-            "-p",
-            str(ROOT / "params.yaml"),
-            *sets(two, 4),
-        ],
-        check=True,
-        env=env,
-        cwd=ROOT,
-    )
-    a, b = _loss_curve(one), _loss_curve(two)
-    assert len(a) == len(b) == 8
-    np.testing.assert_allclose(a, b, rtol=1e-4)
-    assert a[-1] < a[0]
