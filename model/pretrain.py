@@ -186,24 +186,30 @@ def train_step(t: Trainer, train: TokenShards, step: int) -> tuple[dict, float]:
 
 
 @torch.no_grad()
-def evaluate(
-    lm, val: TokenShards, cfg: PretrainConfig, seq_len: int, seed: int, device, amp
-) -> float:
-    """Mean validation loss over a fixed set of windows (the same at every eval)."""
+def evaluate(t: Trainer, val: TokenShards) -> float:
+    """Mean validation loss over a fixed set of windows: the same at every eval and for
+    every world size (eval_batches global micro-batches; each process takes its slice)."""
+    cfg, lm = t.cfg, t.raw
     was_training = lm.training
     lm.eval()
     total = 0.0
     for i in range(cfg.eval_batches):
-        x, y = val.batch([seed, VAL_SEED, i], cfg.batch_size, seq_len)
-        with amp:
-            logits = lm(input_ids=x.to(device)).logits
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()).item()
+        x, y = val.batch([t.seed, VAL_SEED, i], cfg.batch_size * t.world, t.seq_len)
+        part = slice(t.rank * cfg.batch_size, (t.rank + 1) * cfg.batch_size)
+        x, y = x[part].to(t.device), y[part].to(t.device)
+        with t.amp:
+            logits = lm(input_ids=x).logits
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).item()
     lm.train(was_training)
+    if t.world > 1:  # the mean of equal slices' means
+        summed = torch.tensor(total, dtype=torch.float64, device=t.device)
+        dist.all_reduce(summed)
+        total = summed.item() / t.world
     return total / cfg.eval_batches
 
 
 def val_metrics(t: Trainer, val: TokenShards) -> dict:
-    loss = evaluate(t.raw, val, t.cfg, t.seq_len, t.seed, t.device, t.amp)
+    loss = evaluate(t, val)
     return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50))}
 
 
