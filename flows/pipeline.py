@@ -39,7 +39,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from flows.dvc_stage import BUSY
-from tasks.summary import duration
+from model.progress import duration
 
 LOCK_FILE = ".dvc/tmp/genpt-pipeline.lock"
 IO_STAGES = {"publish"}  # I/O-bound stages: retried with backoff (also any stage touching s3://)

@@ -54,3 +54,12 @@ def average_gain(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], level
         return {"mean": mean, "lo": None, "hi": None, "df": None, "level": level}
     var, df = _welch(parts, 1 / len(parts))
     return _interval(mean, var, df, level)
+
+
+def format_gain(g: dict | None) -> str:
+    """'+4.8 [+2.0, +7.6]' (points with the interval), '+4.8' with one seed, '–' if none."""
+    if not g:
+        return "–"
+    if g.get("lo") is None:
+        return f"{g['mean']:+.1f}"
+    return f"{g['mean']:+.1f} [{g['lo']:+.1f}, {g['hi']:+.1f}]"

@@ -42,7 +42,7 @@ class PlainProgress:
         left = elapsed / done * (self.total - self.n) if done else None
         parts = [f"{self.n}/{self.total} ({100 * self.n / max(1, self.total):.0f}%)"]
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
-        parts.append(_clock(elapsed) + (f", ~{_clock(left)} left" if left else ""))
+        parts.append(duration(elapsed) + (f", ~{duration(left)} left" if left else ""))
         print(f"{self.desc}: " + ", ".join(parts), file=self.file, flush=True)
 
     def close(self) -> None:
@@ -50,9 +50,12 @@ class PlainProgress:
             self.write(time.monotonic())
 
 
-def _clock(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """'4.2 s', '3 min 07 s' or '1 h 02 min': the one way genpt prints a duration."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     m, s = divmod(round(seconds), 60)
-    return f"{m} min {s:02d} s" if m else f"{s} s"
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
 class _Off:

@@ -43,6 +43,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file's content, or None if there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -9,7 +9,6 @@ out, uploads it atomically for readers and moves `latest` (see tasks/bundle/__in
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from tasks import bundle, quality_gate
-from tasks.io import write_json
+from tasks.io import read_json, write_json
 from tasks.modelcard import model_card, render_plots
 from tasks.params import Params
 
@@ -63,10 +62,6 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst) if src.is_dir() else shutil.copyfile(src, dst)
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def build_bundle(
     params: Params, root: Path, name: str, version: str, extra: dict | None = None
 ) -> dict:
@@ -87,11 +82,13 @@ def build_bundle(
     if art("report").is_dir():
         _copy(art("report"), root / "report")
 
-    tok = _json(art("tokens", "manifest.json"))
+    tok = read_json(art("tokens", "manifest.json")) or {}
     metrics = {
-        "pretrain": _json(art("pretrain", "metrics.json")),
-        "finetune": {n: _json(art("finetune", n, "metrics.json")) for n in params.datasets},
-        "eval": {n: _json(art("eval", n, "metrics.json")) for n in params.datasets},
+        "pretrain": read_json(art("pretrain", "metrics.json")) or {},
+        "finetune": {
+            n: read_json(art("finetune", n, "metrics.json")) or {} for n in params.datasets
+        },
+        "eval": {n: read_json(art("eval", n, "metrics.json")) or {} for n in params.datasets},
         "tokens": {
             "files": tok.get("files"),
             "vocab_size": tok.get("vocab_size"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.ablation import average_gain, gain, summarize
+from model.ablation import average_gain, format_gain, gain, summarize
 from tasks.io import atomic_dir, write_json
 from tasks.params import Params
 
@@ -102,14 +102,6 @@ def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> d
     return {"datasets": datasets, "average": average}
 
 
-def _ci(g: dict | None) -> str:
-    if not g:
-        return "–"
-    if g["lo"] is None:
-        return f"{g['mean']:+.1f}"
-    return f"{g['mean']:+.1f} [{g['lo']:+.1f}, {g['hi']:+.1f}]"
-
-
 def table_rows(summary: dict) -> list[dict]:
     """One row per method, one column per dataset plus the average (as in Table 5)."""
     ds, avg = summary["datasets"], summary["average"]
@@ -147,8 +139,8 @@ def table_rows(summary: dict) -> list[dict]:
             rows.append(
                 {
                     "method": label,
-                    "avg": _ci(avg[key]),
-                    **{cols[n]: _ci(d.get(key)) for n, d in ds.items()},
+                    "avg": format_gain(avg[key]),
+                    **{cols[n]: format_gain(d.get(key)) for n, d in ds.items()},
                 }
             )
     return rows

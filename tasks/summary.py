@@ -9,10 +9,9 @@ the full figures stay there, in the Prefect artifacts and in the log.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from tasks.io import write_json
+from model.ablation import format_gain
+from model.progress import duration
+from tasks.io import read_json, write_json
 from tasks.params import Params
 
 RUN_FILE = "run.json"  # under paths.artifacts: the last pipeline run's stages
@@ -21,10 +20,6 @@ RUN_FILE = "run.json"  # under paths.artifacts: the last pipeline run's stages
 def write_run(params: Params, stages: list[dict]) -> None:
     """Record the flow's stages: [{"stage", "ran", "seconds"}] in run order."""
     write_json(params.artifacts(RUN_FILE), {"stages": stages})
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -38,13 +33,6 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
         return "  ".join(cells).rstrip()
 
     return [fmt(header), *(fmt(r) for r in rows)]
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(round(seconds), 60)
-    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
 def stage_rows(stages: list[dict]) -> list[list[str]]:
@@ -78,7 +66,7 @@ def stage_lines(run: dict) -> list[str]:
 
 
 def pretrain_line(params: Params) -> str | None:
-    m = _read(params.artifacts("pretrain", "metrics.json"))
+    m = read_json(params.artifacts("pretrain", "metrics.json"))
     if not m:
         return None
     parts = [f"val loss {m['val/loss']:.3f} (perplexity {m['val/perplexity']:.1f})"]
@@ -94,19 +82,12 @@ def _pm(arm: dict | None) -> str:
     return f"{arm['mean']:.1f} ± {arm['std']:.1f}" if arm else "–"
 
 
-def _gain(g: dict | None) -> str:
-    if not g:
-        return "–"
-    ci = f" [{g['lo']:+.1f}, {g['hi']:+.1f}]" if g.get("lo") is not None else ""
-    return f"{g['mean']:+.1f}{ci}"
-
-
 def dataset_lines(params: Params) -> list[str]:
     """Each dataset: the product model's dev metric beside the baseline and the ablation."""
-    report = _read(params.artifacts("report", "metrics.json")) or {"datasets": {}}
+    report = read_json(params.artifacts("report", "metrics.json")) or {"datasets": {}}
     rows = []
     for name, ds in params.datasets.items():
-        ev = _read(params.artifacts("eval", name, "metrics.json"))
+        ev = read_json(params.artifacts("eval", name, "metrics.json"))
         r = report["datasets"].get(name, {})
         arms = r.get("arms", {})
         rows.append(
@@ -117,7 +98,7 @@ def dataset_lines(params: Params) -> list[str]:
                 f"{r['baseline']:.1f}" if "baseline" in r else "–",
                 _pm(arms.get("scratch")),
                 _pm(arms.get("full")),
-                _gain(r.get("gain_pretraining")),
+                format_gain(r.get("gain_pretraining")),
             ]
         )
     if not rows:
@@ -126,7 +107,7 @@ def dataset_lines(params: Params) -> list[str]:
     if "gain_pretraining" in avg:
         a = avg["arms"]
         rows.append(["average", "", "", f"{avg['baseline']:.1f}", f"{a['scratch']:.1f}",
-                     f"{a['full']:.1f}", _gain(avg["gain_pretraining"])])  # fmt: skip
+                     f"{a['full']:.1f}", format_gain(avg["gain_pretraining"])])  # fmt: skip
     head = ["dataset", "metric", "model", "baseline", "scratch", "pre-trained", "gain (95% CI)"]
     return [
         "datasets (dev, metric × 100; ablation: mean ± std over seeds):",
@@ -135,7 +116,7 @@ def dataset_lines(params: Params) -> list[str]:
 
 
 def gate_line(params: Params) -> str | None:
-    v = _read(params.artifacts("gate", "verdict.json"))
+    v = read_json(params.artifacts("gate", "verdict.json"))
     if v is None:
         return None
     failed = [c for c in v.get("checks", []) if not c["passed"]]
@@ -151,7 +132,7 @@ def gate_line(params: Params) -> str | None:
 
 
 def publish_line(params: Params) -> str | None:
-    r = _read(params.artifacts("publish", "receipt.json"))
+    r = read_json(params.artifacts("publish", "receipt.json"))
     if r is None:
         return None
     where = f" ({r['store']}: {r['why']})" if "store" in r else ""
@@ -161,7 +142,7 @@ def publish_line(params: Params) -> str | None:
 
 def render(params: Params, run: dict | None = None) -> str:
     """The summary as plain text; `run` defaults to the recorded last run."""
-    run = run or _read(params.artifacts(RUN_FILE))
+    run = run or read_json(params.artifacts(RUN_FILE))
     out = stage_lines(run) if run else ["stages: no pipeline run recorded"]
     for line in (pretrain_line(params), *dataset_lines(params), gate_line(params),
                  publish_line(params) or "published: nothing yet"):  # fmt: skip
