@@ -39,20 +39,15 @@ def main() -> None:
     from model.schema import num_labels
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer, special_ids
-    from tasks.data.loaders import load_split, subsample
     from tasks.params import load_params
-    from tasks.study import carve
+    from tasks.study import budget_split
 
     params = load_params(args.params)
     ds = params.dataset(args.dataset)
-    rows = load_split(ds, "train")
-    budget = subsample(rows, args.budget, params.seed)
-    taken = {id(r) for r in budget}
-    rest = [r for r in rows if id(r) not in taken]
+    fit_rows, tune_rows, rest = budget_split(params, args.dataset, args.budget)
     if len(rest) < args.pilot_rows:
         raise SystemExit(f"{args.dataset}: only {len(rest)} train rows outside the budget")
     pick = np.random.default_rng(args.pilot_seed).permutation(len(rest))[: args.pilot_rows]
-    fit_rows, tune_rows = carve(budget, params.study.tune_fraction, params.seed)
 
     pretrained, tok_dir = params.artifacts("pretrain", "hf"), params.artifacts("tokenizer")
     tok = load_tokenizer(tok_dir)

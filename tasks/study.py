@@ -33,6 +33,16 @@ def carve(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     return [rows[i] for i in sorted(order[n_tune:])], [rows[i] for i in sorted(order[:n_tune])]
 
 
+def budget_split(params: Params, name: str, n: int | None) -> tuple[list, list, list]:
+    """(fit, tune, rest) of the dataset's train rows: a label budget of n rows drawn with
+    the run's seed and carved into fit and tune; rest is train outside the budget."""
+    rows = load_split(params.dataset(name), "train")
+    budget = subsample(rows, n, params.seed)
+    fit, tune = carve(budget, params.study.tune_fraction, params.seed)
+    taken = {id(r) for r in budget}
+    return fit, tune, [r for r in rows if id(r) not in taken]
+
+
 def arm_finetune_config(params: Params, name: str, arm: ArmConfig):
     """The dataset's finetune section with the arm's init, lambda and epochs."""
     base = params.finetune_for(name)
@@ -50,9 +60,8 @@ def run(params: Params, name: str, arm_name: str) -> dict:
         raise ValueError(f"unknown arm {arm_name!r}; study.arms: {sorted(study.arms)}")
     arm = study.arms[arm_name]
     cfg = arm_finetune_config(params, name, arm)
-    train_rows, dev_rows = load_split(ds, "train"), load_split(ds, "dev")
-    train_rows = subsample(train_rows, cfg.max_train_examples, params.seed)
-    fit_rows, tune_rows = carve(train_rows, study.tune_fraction, params.seed)
+    fit_rows, tune_rows, _ = budget_split(params, name, cfg.max_train_examples)
+    dev_rows = load_split(ds, "dev")
 
     pretrained, tokenizer = params.artifacts("pretrain", "hf"), params.artifacts("tokenizer")
     tok = load_tokenizer(tokenizer)  # the same in pretrain/hf
