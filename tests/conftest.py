@@ -1,8 +1,16 @@
-"""Shared fixtures: offline environment, the shared datasets, tiny params."""
+"""Shared fixtures: offline environment, the shared datasets, tiny params.
+
+The suite runs under pytest-xdist (`-n`, see pyproject.toml). Each worker is one
+process; the expensive session fixtures (`tokens`, `tiny_export`, `published`) are built
+once per run, not once per worker: the first worker that needs one builds it under a
+file lock in a directory every worker sees (`built_once`), the others wait and reuse it.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,11 +19,24 @@ import pytest
 from tasks import offline
 
 offline.apply(TQDM_DISABLE="1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers share 2 cores: one BLAS/OpenMP thread each (subprocesses inherit it),
+    # or spinning thread pools oversubscribe the cores and every torch job crawls.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    # and a Prefect home each, so that no two ephemeral servers share one SQLite database
+    import atexit
+    import tempfile
+
+    if "PREFECT_HOME" not in os.environ:
+        os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
+        atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GENPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     import torch
 
@@ -24,6 +45,15 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+    # Under `--dist loadgroup`, the tests that share a module-scoped fixture (a server, a
+    # trained model) run on one worker, so it is built once; the rest spread one by one.
+    for item in items:
+        if any(d[-1].scope == "module" for d in item._fixtureinfo.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # Modules with slow tests first (each module kept together), so the longest tests
+    # start early instead of running alone at the end.
+    has_slow = {i.module.__name__ for i in items if "slow" in i.keywords}
+    items.sort(key=lambda i: i.module.__name__ not in has_slow)
 
 
 @pytest.fixture(scope="session")
@@ -69,15 +99,36 @@ def copy_tokens(src: Path, dst: Path) -> None:
         shutil.copytree(src / d, dst / d)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """`build(dir)` once per test run, shared by every xdist worker; returns the dir.
+
+    The dir sits beside the workers' own base temp dirs. A build that fails leaves no
+    marker, so the next worker that asks tries again (and fails the same way)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/popen-gwK -> pytest-N, common to all workers
+    out, done = root / name, root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # what a failed build left
+            out.mkdir(parents=True)
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def tokens(tmp_path_factory) -> Path:
     """The default corpus tokenized once (vocab 1024); an artifacts dir to copy from."""
     from tasks import tokenize
     from tasks.params import load_params
 
-    art = tmp_path_factory.mktemp("art")
-    tokenize.run(load_params(ROOT / "params.yaml", tiny(art)))
-    return art
+    def build(art: Path) -> None:
+        tokenize.run(load_params(ROOT / "params.yaml", tiny(art)))
+
+    return built_once(tmp_path_factory, "tokens", build)
 
 
 @pytest.fixture
@@ -136,16 +187,10 @@ def s3_env(weed, monkeypatch, tmp_path):
     return weed
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory):
-    """A tiny pipeline run (tokenize, pretrain, fine-tune `authors`) and its ONNX export.
-
-    Returns the Params; artifacts under params.artifacts() (export/ is the bundle).
-    """
-    from tasks import export, finetune, pretrain, tokenize
+def tiny_export_params(root: Path):
+    """The Params of `tiny_export`, with its artifacts under root/artifacts."""
     from tasks.params import load_params
 
-    root = tmp_path_factory.mktemp("tiny")
     overrides = [
         f"paths.artifacts={root / 'artifacts'}",
         "paths.corpus=[data/corpus/alice.txt, data/corpus/frankenstein.txt]",
@@ -166,24 +211,31 @@ def tiny_export(tmp_path_factory):
         "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
         "dev: data/finetune/arc/dev.jsonl}",
     ]
-    params = load_params(ROOT / "params.yaml", overrides)
+    return load_params(ROOT / "params.yaml", overrides)
+
+
+def _build_tiny_export(root: Path) -> None:
+    from tasks import export, finetune, pretrain, tokenize
+
+    params = tiny_export_params(root)
     tokenize.run(params)
     pretrain.run(params)
     finetune.run(params, "authors")
     export.run(params, triton=root / "triton")
-    return params
 
 
 @pytest.fixture(scope="session")
-def published(tiny_export, tmp_path_factory):
-    """`genpt publish` (local registry) of a bundle with the LM and one model per task type.
+def tiny_export(tmp_path_factory):
+    """A tiny pipeline run (tokenize, pretrain, fine-tune `authors`) and its ONNX export,
+    built once per test run (read-only: copy what you change).
 
-    authors is tiny_export's fine-tuned model; snli, stsb and arc get untrained heads on the
-    same LM (max_len 64, so truncation happens): enough to check how inputs are built.
-    Returns the verified version directory (models/genpt/v1).
+    Returns the Params; artifacts under params.artifacts() (export/ is the bundle).
     """
-    import shutil
+    return tiny_export_params(built_once(tmp_path_factory, "tiny", _build_tiny_export))
 
+
+def _build_published(src_params, tmp: Path) -> None:
+    """`genpt publish` (local registry) of the LM and one model per task type, into tmp."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -193,8 +245,7 @@ def published(tiny_export, tmp_path_factory):
     from tasks.data.loaders import load_split
     from tasks.params import ExportConfig, load_params
 
-    tmp = tmp_path_factory.mktemp("published")
-    src, art = tiny_export.artifacts(), tmp / "artifacts"
+    src, art = src_params.artifacts(), tmp / "artifacts"
     shutil.copytree(src / "tokenizer", art / "tokenizer")
     (art / "tokens").mkdir()
     shutil.copy(src / "tokens" / "manifest.json", art / "tokens")  # the model card reads it
@@ -203,7 +254,7 @@ def published(tiny_export, tmp_path_factory):
     tok = load_tokenizer(src / "pretrain" / "hf")
     cfg = ExportConfig(fp16=False, int8=False)
     for name in ("snli", "stsb", "arc"):
-        ds = tiny_export.dataset(name)
+        ds = src_params.dataset(name)
         torch.manual_seed(0)
         lm = AutoModelForCausalLM.from_pretrained(str(src / "pretrain" / "hf"))
         model = TaskModel(lm, ds.task_type, len(ds.labels) if ds.labels else 1)
@@ -221,4 +272,18 @@ def published(tiny_export, tmp_path_factory):
         ],  # bundles here; the gate is tested in test_gate.py
     )
     publish.run(params, version="v1", target="local")
+
+
+@pytest.fixture(scope="session")
+def published(tiny_export, tmp_path_factory):
+    """`genpt publish` (local registry) of a bundle with the LM and one model per task type,
+    built once per test run.
+
+    authors is tiny_export's fine-tuned model; snli, stsb and arc get untrained heads on the
+    same LM (max_len 64, so truncation happens): enough to check how inputs are built.
+    Returns the verified version directory (models/genpt/v1).
+    """
+    from tasks import bundle
+
+    tmp = built_once(tmp_path_factory, "published", lambda d: _build_published(tiny_export, d))
     return bundle.open_bundle(tmp / "registry" / "models" / "genpt" / "latest")
