@@ -198,9 +198,10 @@ def describe(task_type: str, max_len: int, tokens: dict[str, str], ids: dict[str
             "pad_id": ids["pad"],
             "attention_mask": "1 on sequence tokens, 0 on padding",
         },
-        "shape": "(batch, seq)"
+        "shape": "(batch_size, sequence_length)"
         if task_type in ("classification", "entailment")
-        else "(batch, sequences, seq); seq = the longest sequence in the batch",
+        else "(batch_size, sequences, sequence_length); sequence_length = the longest "
+        "sequence in the batch",
     }
     if task_type == "similarity":
         spec["orderings"] = (

@@ -8,6 +8,8 @@ torch.onnx.export(dynamo=True) traces thin wrappers with flat tensor signatures:
 
 The LM's names are Hugging Face optimum's (what transformers.js and other stock
 decoders feed); positions come from the past length, so there is no position_ids input.
+The symbolic dims are named as optimum names them (DIMS): stock clients size the empty
+first-step cache from them.
 
 Then graph work: Gemm -> MatMul + Add, an fp16 copy for CUDA (with ONNX Runtime's
 transformer fusions) and an int8 dynamically quantized copy for CPU.
@@ -18,17 +20,23 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 from torch import nn
-from torch.export import Dim
 
 from model.task_model import TaskModel
 
 log = logging.getLogger(__name__)
 
 TASK_INPUTS, TASK_OUTPUTS = ["input_ids", "attention_mask"], ["logits"]
+# The symbolic dims, named as optimum's ONNX exporter names them (optimum-onnx:
+# optimum/exporters/onnx/config.py, base.py). transformers.js builds the empty cache
+# from a session's input metadata: BATCH becomes the batch size, any other name 0.
+BATCH, SEQ, PAST, CHOICES = "batch_size", "sequence_length", "past_sequence_length", "num_choices"
+TOTAL = f"{PAST} + {SEQ}"  # the LM's attention_mask and present.* length
+DIMS = (BATCH, SEQ, PAST, TOTAL, CHOICES)
 
 
 class TaskLogits(nn.Module):
@@ -94,22 +102,28 @@ def past_names(n_layer: int, prefix: str = "past_key_values") -> list[str]:
     return [f"{prefix}.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
 
 
-def _save(program, path: Path) -> None:
+def _save(program, path: Path, outputs: dict[str, dict[int, str]], rewrite=lambda m: m) -> None:
+    """Save with the outputs' dims named as in `outputs` (the exporter writes expressions
+    such as ((batch_size*sequence_length)//sequence_length)), after `rewrite`; check."""
     program.save(str(path), external_data=False)
+    model = rewrite(onnx.load(str(path)))
+    for out in model.graph.output:
+        for i, name in outputs.get(out.name, {}).items():
+            out.type.tensor_type.shape.dim[i].dim_param = name
+    onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
 
 
 def export_task_model(model: TaskModel, path: str | Path, opset: int = 18) -> None:
     """(B, T) or (B, K, T) ids and mask -> task logits; batch, choices and length dynamic."""
     model = model.eval()
-    n_ctx = model.lm.config.n_positions
-    batch, seq = Dim("batch", max=4096), Dim("seq", max=n_ctx)
+    out = {0: BATCH}
     if model.task_type in ("classification", "entailment"):
-        shape, dims = (3, 16), {0: batch, 1: seq}
+        shape, dims = (3, 16), {0: BATCH, 1: SEQ}
     elif model.task_type == "similarity":
-        shape, dims = (3, 2, 16), {0: batch, 2: seq}  # always both orderings
+        shape, dims = (3, 2, 16), {0: BATCH, 2: SEQ}  # always both orderings
     else:
-        shape, dims = (3, 4, 16), {0: batch, 1: Dim("choices", max=64), 2: seq}
+        shape, dims, out = (3, 4, 16), {0: BATCH, 1: CHOICES, 2: SEQ}, {0: BATCH, 1: CHOICES}
     ids = torch.randint(0, model.lm.config.vocab_size, shape)
     mask = torch.ones_like(ids)
     mask[..., -3:] = 0  # right padding in the trace
@@ -123,22 +137,22 @@ def export_task_model(model: TaskModel, path: str | Path, opset: int = 18) -> No
         dynamic_shapes={"input_ids": dims, "attention_mask": dims},
         verbose=False,
     )
-    _save(program, Path(path))
+    _save(program, Path(path), {"logits": out})
 
 
 def export_lm(lm: nn.Module, path: str | Path, opset: int = 18) -> dict:
     """The LM for generation (with a KV cache for GPT-2); returns lm_geometry()."""
     lm = lm.eval()
     geo = lm_geometry(lm)
-    batch, seq, total = Dim("batch", max=4096), Dim("seq"), Dim("total")
     b, t, p = 2, 5, 3
     ids = torch.randint(0, geo["vocab_size"], (b, t))
     mask = torch.ones(b, p + t if geo["n_layer"] else t, dtype=torch.long)
     names = past_names(geo["n_layer"])
     past = [torch.randn(b, geo["n_head"], p, geo["head_dim"]) for _ in names]
-    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: total}}
+    mask_len = TOTAL if geo["n_layer"] else SEQ
+    shapes = {"input_ids": {0: BATCH, 1: SEQ}, "attention_mask": {0: BATCH, 1: mask_len}}
     if geo["n_layer"]:
-        shapes["past"] = tuple({0: batch, 2: Dim("past", min=0)} for _ in names)
+        shapes["past"] = tuple({0: BATCH, 2: PAST} for _ in names)
         module = LMWithPast(lm).eval()
     else:
         module = LMNoCache(lm).eval()
@@ -152,8 +166,37 @@ def export_lm(lm: nn.Module, path: str | Path, opset: int = 18) -> dict:
         dynamic_shapes=shapes,
         verbose=False,
     )
-    _save(program, Path(path))
+    outputs = {"logits": {0: BATCH, 1: SEQ}}
+    outputs.update({n: {0: BATCH, 2: TOTAL} for n in past_names(geo["n_layer"], "present")})
+    _save(program, Path(path), outputs, batch_from_input_ids)
     return geo
+
+
+def batch_from_input_ids(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Take the batch size from input_ids where the exporter took it from a past input.
+
+    The exporter reads a shared dim from any input that has it. A client that cannot
+    resolve the cache's batch dim sends an empty cache of batch 0, which has no batch to
+    give; it is empty all the same, so reading the batch from input_ids serves it too.
+    """
+    for n in model.graph.node:
+        dim0 = sorted((x.name, x.i) for x in n.attribute) == [("end", 1), ("start", 0)]
+        if n.op_type == "Shape" and dim0 and n.input[0].startswith("past_key_values."):
+            n.input[0] = "input_ids"
+    return model
+
+
+def client_past(inputs, batch: int) -> dict[str, np.ndarray]:
+    """The empty first-step cache as a stock client builds it from a session's input
+    metadata (transformers.js's resolveCacheShape): BATCH -> batch, other symbolic -> 0."""
+    return {
+        i.name: np.zeros(
+            [batch if d == BATCH else d if isinstance(d, int) else 0 for d in i.shape],
+            np.float32,
+        )
+        for i in inputs
+        if i.name.startswith("past_key_values.")
+    }
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:

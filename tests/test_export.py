@@ -98,7 +98,7 @@ def test_fp32_parity_and_identical_dev_predictions(tiny_export):
     info = json.loads((out / "export.json").read_text())
     assert info["variants"] == ["fp32", "fp16", "int8"]
     names = {i.name: i.shape for i in onnx_model.session.get_inputs()}
-    assert names["input_ids"] == ["batch", "seq"]  # dynamic batch and length
+    assert names["input_ids"] == [ox.BATCH, ox.SEQ]  # dynamic batch and length
 
 
 @pytest.mark.slow
