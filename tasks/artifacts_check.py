@@ -5,8 +5,8 @@ wrong, and what to do, instead of a traceback from deep inside torch, numpy or
 tokenizers. What is checked, and how deep:
 
 - token shards: tokens/manifest.json parses; each shard holds its tokens x itemsize
-  bytes (at every load) and its sha256 matches (once per pre-training run, before any
-  process starts: sha256 runs at ~1.8 GB/s, about 1 s for a GPT-1-sized corpus);
+  bytes (at every load) and its sha256 matches (once in each pre-training process,
+  before it touches a checkpoint: ~1.8 GB/s, about 1 s for a GPT-1-sized corpus);
 - the checkpoint: a complete zip archive whose records pass their CRC32, and a state
   with the keys a resume needs;
 - a tokenizer: tokenizer.json (and tokenizer_config.json) parse;
