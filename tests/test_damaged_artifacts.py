@@ -122,7 +122,7 @@ CASES = [
         "pre-trained LM weights truncated",
         "pretrain/hf/model.safetensors",
         lambda p: truncate(p, p.stat().st_size - 100),
-        (TRAIN,),
+        (TRAIN, ("generate", "To be", "--max-new-tokens", "2")),
         ("damaged weights", "re-run `genpt pretrain`"),
     ),
     Case(
