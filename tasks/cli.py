@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -214,8 +216,10 @@ def generate(
 
     from model.generate import generate as gen
     from model.tokenizer import load_tokenizer
+    from tasks.artifacts_check import PRETRAIN, hf_model
 
     src = model or str(_params(params, set_).artifacts("pretrain", "hf"))
+    hf_model(Path(src), "pass --model a dir written by save_pretrained" if model else PRETRAIN)
     tok, lm = load_tokenizer(src), AutoModelForCausalLM.from_pretrained(src)
     typer.echo(gen(lm, tok, prompt, max_new_tokens, temperature, top_k, top_p, greedy, cache, seed))
 
@@ -287,8 +291,6 @@ def pipeline(
     log (and the console with -v). Without PREFECT_API_URL the flow runs on Prefect's
     ephemeral server.
     """
-    from pathlib import Path
-
     # the ephemeral server's first start migrates its database: slow on a loaded machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.pipeline import StageFailed, WorkspaceBusy
@@ -402,6 +404,8 @@ def main() -> None:
     try:
         app()
     except (GenptError, FileNotFoundError) as e:
+        if logs.verbose():  # the cause, for a bug report
+            traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
 

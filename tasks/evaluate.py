@@ -7,8 +7,9 @@ import numpy as np
 
 from model import metrics as M
 from model.finetune import encode, predict
-from model.task_model import TaskModel
+from model.task_model import HEAD_FILE, TASK_FILE, TaskModel
 from model.tokenizer import load_tokenizer, special_ids
+from tasks import artifacts_check
 from tasks.data.loaders import load_split
 from tasks.io import live, write_json
 from tasks.params import Params
@@ -17,8 +18,7 @@ from tasks.params import Params
 def run(params: Params, name: str) -> dict:
     ds = params.dataset(name)
     src = params.artifacts("finetune", name)
-    if not (src / "task.json").exists():
-        raise FileNotFoundError(f"{src}: no fine-tuned model (run `genpt finetune {name}`)")
+    artifacts_check.hf_model(src, f"re-run `genpt finetune {name}`", also=(TASK_FILE, HEAD_FILE))
     rows = load_split(ds, "dev")
     model, meta = TaskModel.load(src)
     tok = load_tokenizer(src)

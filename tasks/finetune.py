@@ -10,6 +10,7 @@ from model.metrics import majority_baseline
 from model.schema import num_labels
 from model.task_model import TaskModel
 from model.tokenizer import special_ids
+from tasks.artifacts_check import lm_init
 from tasks.data.loaders import load_split, subsample
 from tasks.io import atomic_dir, live, log_to, write_json
 from tasks.params import Params
@@ -19,10 +20,10 @@ def run(params: Params, name: str) -> dict:
     ds, cfg = params.dataset(name), params.finetune_for(name)
     train_rows, dev_rows = load_split(ds, "train"), load_split(ds, "dev")  # validate first
     train_rows = subsample(train_rows, cfg.max_train_examples, params.seed)
+    pretrained, tokenizer = params.artifacts("pretrain", "hf"), params.artifacts("tokenizer")
+    lm_init(cfg.init, pretrained, tokenizer)
     torch.manual_seed(params.seed)
-    tok, lm = init_lm(
-        cfg.init, params.artifacts("pretrain", "hf"), params.artifacts("tokenizer"), params.model
-    )
+    tok, lm = init_lm(cfg.init, pretrained, tokenizer, params.model)
     max_len = cfg.max_len or lm.config.n_positions
     train = encode(train_rows, ds.task_type, tok, max_len, ds.labels)
     dev = encode(dev_rows, ds.task_type, tok, max_len, ds.labels)

@@ -25,7 +25,7 @@ from model.pretrain import (
     resume_problem,
 )
 from model.tokenizer import load_tokenizer, special_ids
-from tasks import launch
+from tasks import artifacts_check, launch
 from tasks.data.tokens import load_shards
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, live, log_to, write_json
@@ -40,6 +40,8 @@ def run(params: Params, resume: bool = False, stop_after: int | None = None) -> 
     """Pre-train in this process, or launch torchrun when more than one is asked for."""
     out = params.artifacts("pretrain")
     world = launch.world_size(params.pretrain)
+    artifacts_check.tokenizer(params.artifacts("tokenizer"))  # before a checkpoint is touched
+    artifacts_check.token_shards(params.artifacts("tokens"))  # sha256 once, here
     if resume:
         check_resumable(out / CKPT, params, world)
     elif not launch.under_torchrun() or int(os.environ.get("RANK", 0)) == 0:
@@ -50,10 +52,10 @@ def run(params: Params, resume: bool = False, stop_after: int | None = None) -> 
 
 
 def check_resumable(ckpt: Path, params: Params, world: int) -> None:
-    """Refuse, before any process starts, a checkpoint of another global batch."""
+    """Refuse, before any process starts, a damaged checkpoint or one of another global batch."""
     if not ckpt.exists():
         return
-    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    state = artifacts_check.checkpoint(ckpt)
     problem = resume_problem(state, params.pretrain, world)
     if problem:
         raise ResumeError(f"cannot resume {ckpt}: {problem}")

@@ -21,6 +21,7 @@ from model.schema import is_regression, num_labels
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from model.zeroshot import score_choices
+from tasks import artifacts_check
 from tasks.data.loaders import load_split, subsample
 from tasks.io import write_json
 from tasks.params import ArmConfig, Params
@@ -64,6 +65,9 @@ def run(params: Params, name: str, arm_name: str) -> dict:
     dev_rows = load_split(ds, "dev")
 
     pretrained, tokenizer = params.artifacts("pretrain", "hf"), params.artifacts("tokenizer")
+    zero_shot = arm_name == "full" and study.zero_shot and ds.task_type == "multiple_choice"
+    artifacts_check.tokenizer(tokenizer)
+    artifacts_check.lm_init("pretrained" if zero_shot else cfg.init, pretrained, tokenizer)
     tok = load_tokenizer(tokenizer)  # the same in pretrain/hf
     max_len = cfg.max_len or params.model.shape().n_ctx
     fit, tune, dev = (
@@ -124,7 +128,7 @@ def run(params: Params, name: str, arm_name: str) -> dict:
         "baseline": M.trivial_baseline(gold(fit), gold(dev), regression)[metric],
         "runs": runs,
     }
-    if arm_name == "full" and study.zero_shot and ds.task_type == "multiple_choice":
+    if zero_shot:
         ptok, plm = init_lm("pretrained", pretrained, tokenizer, params.model)
         scores = score_choices(plm, ptok, dev_rows)
         out["zero_shot"] = M.classification_metrics(scores.argmax(-1), gold(dev))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from tasks.artifacts_check import trained_vocab
 from tasks.bundle.manifest import sha256_file
 from tasks.data.corpus import corpus_files, read_document
 from tasks.data.tokens import encode_docs, split_document, write_shard
@@ -32,6 +33,7 @@ def run(params: Params) -> dict:
         (p[0] for p in pairs), params.tokenizer.vocab_size, params.tokenizer.min_frequency
     )
     t_train = time.perf_counter() - t0
+    trained_vocab(len(tok), params.tokenizer, params.paths.corpus)
     eot, dtype = tok.convert_tokens_to_ids(EOT), token_dtype(len(tok))
 
     t0 = time.perf_counter()

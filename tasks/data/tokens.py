@@ -109,12 +109,9 @@ def write_shard(path: Path, docs: list[np.ndarray], eot: int, dtype: np.dtype) -
 def load_shards(params, split: str):
     """The TokenShards of `split` ('train' or 'val') that the tokenize stage wrote under
     params.artifacts("tokens")."""
-    import json
-
     from model.data import TokenShards
+    from tasks.artifacts_check import token_shards
 
     d = params.artifacts("tokens")
-    if not (d / "manifest.json").exists():
-        raise FileNotFoundError(f"{d}/manifest.json missing: run `genpt tokenize` first")
-    m = json.loads((d / "manifest.json").read_text())
+    m = token_shards(d, [split], sha=False)  # sizes: sha256 is the stage's, once
     return TokenShards([d / s["file"] for s in m[split]], m["dtype"])
