@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.task_model import HEAD_FILE, TASK_FILE
+from tasks import artifacts_check
 from tasks.bundle import write_manifest
 from tasks.data.corpus import first_corpus_file
 from tasks.errors import GenptError
@@ -272,6 +274,11 @@ def run(params: Params, triton: str | Path | None = None) -> dict:
         raise FileNotFoundError(f"{lm_src}: no pre-trained model (run `genpt pretrain`)")
     if not names and not cfg.lm:
         raise FileNotFoundError("nothing to export: no fine-tuned models and export.lm is false")
+    for n in names:  # damaged inputs fail here, in one line, before any export starts
+        fix = f"re-run `genpt finetune {n}`"
+        artifacts_check.hf_model(params.artifacts("finetune", n), fix, also=(TASK_FILE, HEAD_FILE))
+    if cfg.lm:
+        artifacts_check.hf_model(lm_src, artifacts_check.PRETRAIN)
     records = {n: sample_records(params, n) for n in names}  # bad data fails before exporting
     summary = {}
     with atomic_dir(params.artifacts("export")) as d:

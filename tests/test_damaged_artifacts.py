@@ -122,14 +122,14 @@ CASES = [
         "pre-trained LM weights truncated",
         "pretrain/hf/model.safetensors",
         lambda p: truncate(p, p.stat().st_size - 100),
-        (TRAIN, ("generate", "To be", "--max-new-tokens", "2")),
+        (TRAIN, ("generate", "To be", "--max-new-tokens", "2"), ("export",)),
         ("damaged weights", "re-run `genpt pretrain`"),
     ),
     Case(
         "fine-tuned model without weights",
         "finetune/authors/model.safetensors",
         Path.unlink,
-        (("evaluate", "authors"),),
+        (("evaluate", "authors"), ("export", "authors")),
         ("missing", "re-run `genpt finetune authors`"),
     ),
     Case(
