@@ -93,6 +93,21 @@ def test_eval_text_found_in_corpus(tmp_path):
         validate.run(p)
 
 
+def test_multiple_choice_choice_found_in_corpus_is_flagged():
+    """An answer choice copied from the corpus leaks the answer: flagged like a text field."""
+    idx = leakage.NgramIndex(["then the old keeper climbed the stairs and lit the great lamp"], 4)
+    rows = [
+        {"context": "a", "question": "b", "choices": ["no", "the keeper climbed the stairs"]},
+        {"context": "a", "question": "b", "choices": ["no", "he went home to sleep"]},
+        {"context": "a", "question": "b", "choices": ["he climbed the stairs and lit it"]},
+    ]
+    _, in_corpus, stats = leakage.leak_flags(rows, "multiple_choice", (set(), set()), idx, 0.8)
+    assert in_corpus == [False, False, False]  # "the keeper climbed": not a corpus 4-gram
+    rows[0]["choices"][1] = "the old keeper climbed the stairs"
+    _, in_corpus, stats = leakage.leak_flags(rows, "multiple_choice", (set(), set()), idx, 0.8)
+    assert in_corpus == [True, False, False] and stats["leak_corpus"] == 1
+
+
 def test_ngram_index_shares():
     idx = leakage.NgramIndex(["one two three four five six seven eight nine ten"], 4)
     s = idx.shares(["Two, three FOUR five six", "two three four nine", "short text", ""])

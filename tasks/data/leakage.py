@@ -89,7 +89,8 @@ def leak_flags(
     index: NgramIndex | None,
     share: float,
 ) -> tuple[list[bool], list[bool], dict]:
-    """Per record: same text as a train record (exact or normalized); text found in corpus."""
+    """Per record: same text as a train record (exact or normalized); text found in corpus
+    (any text field, or any of a multiple-choice record's choices)."""
     exact, norm = record_keys(records, task_type)
     is_exact = [k in train_keys[0] for k in exact]
     is_norm = [k in train_keys[1] for k in norm]
@@ -98,6 +99,10 @@ def leak_flags(
         for field in TEXT_FIELDS[task_type]:
             s = index.shares([str(r.get(field) or "") for r in records])
             in_corpus |= np.nan_to_num(s, nan=0.0) >= share
+        owner = [i for i, r in enumerate(records) for _ in r.get("choices") or []]
+        if owner:
+            s = index.shares([str(c) for r in records for c in r.get("choices") or []])
+            np.logical_or.at(in_corpus, owner, np.nan_to_num(s, nan=0.0) >= share)
     in_train = [a or b for a, b in zip(is_exact, is_norm, strict=True)]
     stats = {
         "leak_train_exact": sum(is_exact),
