@@ -15,8 +15,8 @@ def run(params: Params) -> dict:
     """Stage `gate`: the verdict into gate/verdict.json; GateFailed if it fails."""
     try:
         v = enforce(params, bundle.registry_store(params.publish))
-    except GateFailed:
-        write_json(params.artifacts("gate", "verdict.json"), {"passed": False})
+    except GateFailed as e:  # the failing verdict too lists every check
+        write_json(params.artifacts("gate", "verdict.json"), e.verdict)
         raise
     write_json(params.artifacts("gate", "verdict.json"), v)
     return v

@@ -162,7 +162,8 @@ class GateConfig(Strict):
 
     enabled: bool = True
     min_over_baseline: float = 1.0  # every dataset: product metric - trivial baseline
-    min_pretraining_gain: float = 1.0  # average over datasets: full - scratch (study means)
+    # average over datasets: full - scratch (study means); None: no such check
+    min_pretraining_gain: float | None = 1.0
     max_drop_vs_latest: float = 5.0  # every dataset: published `latest` - product metric
 
 

@@ -7,7 +7,8 @@ so a model that fails it is never published, however publish is called.
 Thresholds are `gate:` in params.yaml, in points (metric x 100). A model is blessed when
 - every dataset's product metric (the model being published, evaluate stage) beats the
   trivial baseline by `min_over_baseline`;
-- pre-training beats scratch by `min_pretraining_gain` on average (the ablation report);
+- pre-training beats scratch by `min_pretraining_gain` on average (the ablation report;
+  a study without a `scratch` arm fails this check unless it is set to null);
 - no dataset falls more than `max_drop_vs_latest` below the published `latest` version.
 """
 
@@ -21,7 +22,12 @@ from tasks.params import Params
 
 
 class GateFailed(GenptError):
-    """The model did not pass the quality gate; nothing was published."""
+    """The model did not pass the quality gate; nothing was published. `verdict`: every
+    check with its value, threshold and outcome."""
+
+    def __init__(self, message: str, verdict: dict) -> None:
+        super().__init__(message)
+        self.verdict = verdict
 
 
 def product_metrics(params: Params, required: bool = True) -> dict[str, float]:
@@ -59,10 +65,15 @@ def verdict(params: Params, report: dict | None, latest: dict[str, float] | None
             what = f"{metric}: published latest {latest[name]:.1f} - this {value:.1f}"
             checks.append(_check("vs_latest", name, what, latest[name] - value, "<=",
                                  cfg.max_drop_vs_latest))  # fmt: skip
-    if report and "gain_pretraining" in report["average"]:
-        gain = report["average"]["gain_pretraining"]["mean"]
-        checks.append(_check("pretraining_gain", None, "average gain of pre-training "
-                             "(full - scratch)", gain, ">=", cfg.min_pretraining_gain))  # fmt: skip
+    if report and cfg.min_pretraining_gain is not None:
+        what, t = "average gain of pre-training (full - scratch)", cfg.min_pretraining_gain
+        if "gain_pretraining" in report["average"]:
+            gain = report["average"]["gain_pretraining"]["mean"]
+            checks.append(_check("pretraining_gain", None, what, gain, ">=", t))
+        else:  # no `scratch` arm: the check cannot pass, and must not vanish
+            what = f"no `scratch` arm in study.arms, so no {what} (null: no such check)"
+            checks.append({**_check("pretraining_gain", None, what, 0, ">=", t),
+                           "value": None, "passed": False})  # fmt: skip
     return {"passed": all(c["passed"] for c in checks), "checks": checks, "metrics": product}
 
 
@@ -74,8 +85,9 @@ def describe(failed: list[dict]) -> str:
         "report": "run `genpt report`",
     }
     return "\n  ".join(
-        f"{c['dataset'] or 'all datasets'}: {c['what']} = {c['value']:.2f} points, "
-        f"needs {c['rule']} {c['threshold']} ({keys[c['check']]})"
+        f"{c['dataset'] or 'all datasets'}: {c['what']}"
+        + ("" if c["value"] is None else f" = {c['value']:.2f} points")
+        + f", needs {c['rule']} {c['threshold']} ({keys[c['check']]})"
         for c in failed
     )
 
@@ -100,9 +112,11 @@ def enforce(params: Params, store, force: bool = False) -> dict:
     report = json.loads(path.read_text()) if path.exists() else None
     v = verdict(params, report, latest_metrics(store, params.publish.name))
     failed = [c for c in v["checks"] if not c["passed"]]
+    v = {**v, "enabled": True, "forced": bool(failed) and force}
     if failed and not force:
         raise GateFailed(
             f"quality gate: {len(failed)} check(s) failed; not published "
-            f"(`genpt publish --force` overrides, recorded in the manifest):\n  {describe(failed)}"
+            f"(`genpt publish --force` overrides, recorded in the manifest):\n  {describe(failed)}",
+            v,
         )
-    return {**v, "enabled": True, "forced": bool(failed) and force}
+    return v

@@ -111,7 +111,8 @@ def table_rows(summary: dict) -> list[dict]:
         row = {"method": LABELS.get(arm, arm), "avg": f"{avg['arms'][arm]:.1f}"}
         for name, d in ds.items():
             a = d["arms"][arm]
-            row[cols[name]] = f"{a['mean']:.1f} ± {a['std']:.1f}"
+            spread = f" ± {a['std']:.1f}" if a["n"] > 1 else ""  # one seed: no spread to show
+            row[cols[name]] = f"{a['mean']:.1f}{spread}"
         rows.append(row)
     rows.append(
         {

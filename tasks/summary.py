@@ -127,7 +127,8 @@ def gate_line(params: Params) -> str | None:
     if first:
         who = f"{first['dataset']}: " if first["dataset"] else ""
         need = f"needs {first['rule']} {first['threshold']}"
-        why = f": {who}{first['what']} = {first['value']} ({need})"
+        value = "" if first["value"] is None else f" = {first['value']}"
+        why = f": {who}{first['what']}{value} ({need})"
     return f"gate: FAILED{why}"
 
 

@@ -154,7 +154,13 @@ def test_gate_stage_writes_its_verdict_and_fails_below(tmp_path):
     make_artifacts(art, accuracy=0.31, baseline=30.0, gain=5.0)
     with pytest.raises(gate.GateFailed, match="gate.min_over_baseline"):
         gate.run(params_for(tmp_path))
-    assert json.loads((art / "gate/verdict.json").read_text()) == {"passed": False}
+    failed = json.loads((art / "gate/verdict.json").read_text())  # every check, pass or fail
+    assert failed["passed"] is False and failed["forced"] is False
+    assert {c["check"]: c["passed"] for c in failed["checks"]} == {
+        "over_baseline": False,
+        "pretraining_gain": True,
+    }
+    assert all({"value", "threshold", "rule", "what"} <= set(c) for c in failed["checks"])
     make_artifacts(art, accuracy=0.40, baseline=30.0, gain=5.0)
     v = gate.run(params_for(tmp_path))
     assert v["passed"] and json.loads((art / "gate/verdict.json").read_text()) == v
@@ -170,3 +176,16 @@ def test_disabled_gate_publishes_and_says_so(tmp_path):
     manifest = json.loads((tmp_path / "reg/models/genpt/v1/manifest.json").read_text())
     assert manifest["gate"] == {"passed": None, "enabled": False, "checks": [], "metrics": {}}
     assert "Quality gate: disabled" in (tmp_path / "reg/models/genpt/v1/README.md").read_text()
+
+
+def test_a_study_without_scratch_fails_the_pretraining_check_loudly(tmp_path):
+    art = tmp_path / "artifacts"
+    make_artifacts(art, accuracy=0.40, baseline=30.0, gain=5.0)
+    report = json.loads((art / "report/metrics.json").read_text())
+    del report["average"]["gain_pretraining"]  # what the report writes with no scratch arm
+    (art / "report/metrics.json").write_text(json.dumps(report))
+    with pytest.raises(gate.GateFailed, match=r"no `scratch` arm in study\.arms"):
+        gate.run(params_for(tmp_path))
+    v = json.loads((art / "gate/verdict.json").read_text())
+    assert [c["check"] for c in v["checks"] if not c["passed"]] == ["pretraining_gain"]
+    assert gate.run(params_for(tmp_path, "gate.min_pretraining_gain=null"))["passed"]

@@ -128,3 +128,13 @@ def test_missing_study_file_names_the_stage(tmp_path):
         FileNotFoundError, match=r"scratch.json: missing \(run `genpt study stsb scratch`\)"
     ):
         report.run(params_for(art))
+
+
+def test_a_one_seed_arm_shows_no_spread(tmp_path):
+    art = tmp_path / "artifacts"
+    one_seed = {n: {**arms, "no_aux": arms["no_aux"][:1]} for n, arms in FIXED.items()}
+    write_study(art, one_seed)
+    report.run(params_for(art))
+    md = (art / "report/report.md").read_text()
+    assert "| Transformer w/o aux LM | 44.5 | 58.0 | 31.0 |" in md  # no "± 0.0"
+    assert "| Transformer w/ aux LM (full) | 47.0 | 62.0 ± 2.0 | 32.0 ± 2.0 |" in md
