@@ -62,6 +62,26 @@ def load_study(params: Params) -> dict[str, dict[str, dict]]:
     return out
 
 
+def tuning(arms: dict[str, dict]) -> dict[str, dict]:
+    """Per arm: the lr it used (and the grid it searched on the tune split), its max epochs
+    and each seed's best epoch there; `flags` where a choice sits on the edge of what was
+    tried (the optimum may lie outside it)."""
+    out = {}
+    for arm, s in arms.items():
+        lr, top = s.get("lr"), s.get("max_epochs")
+        grid = sorted({r["lr"] for r in s.get("search") or []})
+        best = [r.get("best_epoch") for r in s["runs"]]
+        flags = []
+        if len(grid) > 1 and lr in (grid[0], grid[-1]):
+            flags.append(f"lr {lr:g} on the {'low' if lr == grid[0] else 'high'} edge of {grid}")
+        at_top = sum(b == top for b in best if b is not None)
+        if top and at_top:
+            flags.append(f"best epoch = max epochs ({top}) in {at_top} of {len(best)} runs")
+        out[arm] = {"lr": lr, "lr_grid": grid or None, "max_epochs": top,
+                    "best_epochs": best, "flags": flags}  # fmt: skip
+    return out
+
+
 def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> dict:
     """The report's figures from {dataset: {arm: study json}} (see the module doc)."""
     datasets = {}
@@ -72,6 +92,7 @@ def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> d
             "metric": first["metric"],
             "baseline": 100 * first["baseline"],
             "arms": {arm: _mean_std(x) for arm, x in scores.items()},
+            "tuning": tuning(arms),
         }
         if "full" in scores and "scratch" in scores:
             d["gain_pretraining"] = gain(scores["full"], scores["scratch"], level)
@@ -166,8 +187,29 @@ def markdown(summary: dict, params: Params) -> str:
             f"w/o aux LM {paper['no_aux']} "
             f"(gain of pre-training {paper['full'] - paper['scratch']:+.1f}).",
             "Intervals: Welch's t over seeds. Tuning: " + tuning_note(params),
+            "",
+            *tuning_lines(summary),
         ]
     )
+
+
+def tuning_lines(summary: dict) -> list[str]:
+    """The choices each arm made on the tune split, and the flags on them."""
+    lines = [
+        "### Tuning (chosen on the tune split)",
+        "",
+        "| dataset | arm | lr (grid searched) | best epoch per run / max | flags |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in summary["datasets"].items():
+        for arm, t in d.get("tuning", {}).items():
+            lr = "–" if t["lr"] is None else f"{t['lr']:g}"
+            grid = f" ({', '.join(f'{x:g}' for x in t['lr_grid'])})" if t["lr_grid"] else ""
+            best = ", ".join("–" if b is None else str(b) for b in t["best_epochs"])
+            top = t["max_epochs"] or "–"
+            flags = "; ".join(t["flags"]) or "–"
+            lines.append(f"| {name} | {arm} | {lr}{grid} | {best} / {top} | {flags} |")
+    return lines
 
 
 def tuning_note(params: Params) -> str:

@@ -138,3 +138,25 @@ def test_a_one_seed_arm_shows_no_spread(tmp_path):
     md = (art / "report/report.md").read_text()
     assert "| Transformer w/o aux LM | 44.5 | 58.0 | 31.0 |" in md  # no "± 0.0"
     assert "| Transformer w/ aux LM (full) | 47.0 | 62.0 ± 2.0 | 32.0 ± 2.0 |" in md
+
+
+def test_tuning_choices_are_reported_and_edges_flagged():
+    scratch = {
+        "lr": 2.5e-4,
+        "max_epochs": 3,
+        "search": [{"lr": x} for x in (2.5e-4, 1e-3, 4e-3)],
+        "runs": [{"best_epoch": 3}, {"best_epoch": 2}],
+    }
+    full = {"lr": 5e-4, "max_epochs": 3, "search": None, "runs": [{"best_epoch": 1}]}
+    t = report.tuning({"full": full, "scratch": scratch})
+    assert t["full"] == {"lr": 5e-4, "lr_grid": None, "max_epochs": 3, "best_epochs": [1],
+                         "flags": []}  # fmt: skip
+    assert t["scratch"]["flags"] == [
+        "lr 0.00025 on the low edge of [0.00025, 0.001, 0.004]",
+        "best epoch = max epochs (3) in 1 of 2 runs",
+    ]
+    scratch["lr"] = 1e-3
+    scratch["runs"] = [{"best_epoch": 2}]
+    assert report.tuning({"scratch": scratch})["scratch"]["flags"] == []
+    md = "\n".join(report.tuning_lines({"datasets": {"sst2": {"tuning": t}}}))
+    assert "| sst2 | scratch | 0.00025 (0.00025, 0.001, 0.004) | 3, 2 / 3 | lr 0.00025 on" in md
