@@ -4,7 +4,8 @@
 A gain compares two arms run over independent seeds, so its interval is Welch's
 t-interval for a difference of means. The average gain over datasets is the mean of
 the per-dataset gains; its variance is the sum of theirs over D², with
-Welch-Satterthwaite degrees of freedom.
+Welch-Satterthwaite degrees of freedom: it covers the seeds' noise only. across_datasets
+takes the datasets as the unit instead (how much the gain varies from task to task).
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def average_gain(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], level
         return {"mean": mean, "lo": None, "hi": None, "df": None, "level": level}
     var, df = _welch(parts, 1 / len(parts))
     return _interval(mean, var, df, level)
+
+
+def across_datasets(gains: dict[str, float], level: float = 0.95) -> dict:
+    """The mean of per-dataset gains with datasets as the unit: a t-interval over the D
+    gains (D - 1 degrees of freedom), and the mean with each dataset left out in turn.
+    Unlike average_gain, it counts how much the gain varies between datasets."""
+    v = np.asarray(list(gains.values()), float)
+    out = {"mean": float(v.mean()), "lo": None, "hi": None, "df": None, "level": level}
+    if len(v) > 1:
+        out = _interval(float(v.mean()), float(v.var(ddof=1) / len(v)), len(v) - 1, level)
+        out["leave_one_out"] = {n: float(np.delete(v, i).mean()) for i, n in enumerate(gains)}
+    return {**out, "n": len(v)}
 
 
 def format_gain(g: dict | None) -> str:

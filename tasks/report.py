@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.ablation import average_gain, format_gain, gain, summarize
+from model.ablation import across_datasets, average_gain, format_gain, gain, summarize
 from tasks.io import atomic_dir, write_json
 from tasks.params import Params
 
@@ -120,6 +120,14 @@ def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> d
         if a in arms and b in arms:
             pairs = [(points(s[a]), points(s[b])) for s in study.values()]
             average[key] = average_gain(pairs, level)
+            by_dataset = {n: d[key]["mean"] for n, d in datasets.items()}
+            average[f"{key}_across_datasets"] = across_datasets(by_dataset, level)
+    # accuracy-like and correlation metrics have different chance levels: averaged apart
+    average["by_metric"] = {
+        m: {a: sum(d["arms"][a]["mean"] for d in group) / len(group) for a in arms}
+        for m in sorted({d["metric"] for d in datasets.values()})
+        for group in [[d for d in datasets.values() if d["metric"] == m]]
+    }
     return {"datasets": datasets, "average": average}
 
 
@@ -188,9 +196,34 @@ def markdown(summary: dict, params: Params) -> str:
             f"(gain of pre-training {paper['full'] - paper['scratch']:+.1f}).",
             "Intervals: Welch's t over seeds. Tuning: " + tuning_note(params),
             "",
+            *spread_lines(summary),
+            "",
             *tuning_lines(summary),
         ]
     )
+
+
+def spread_lines(summary: dict) -> list[str]:
+    """The average gain with datasets as the unit, leave-one-dataset-out, and the arms'
+    averages per metric (the "avg" column mixes metrics whose chance levels differ)."""
+    avg, lines = summary["average"], []
+    g = avg.get("gain_pretraining_across_datasets")
+    if g:
+        line = (
+            f"Datasets as the unit: gain of pre-training {format_gain(g)} "
+            f"(t-interval over {g['n']} datasets)"
+        )
+        if "leave_one_out" in g:
+            loo = sorted(g["leave_one_out"].items(), key=lambda kv: kv[1])
+            (lo_name, lo), (hi_name, hi) = loo[0], loo[-1]
+            line += f"; leaving one dataset out: {lo:+.1f} (without {lo_name}) to {hi:+.1f} "
+            line += f"(without {hi_name})"
+        lines.append(line + ".")
+    for metric, arms in avg["by_metric"].items():
+        names = [n for n, d in summary["datasets"].items() if d["metric"] == metric]
+        means = ", ".join(f"{arm} {v:.1f}" for arm, v in arms.items())
+        lines.append(f"Average over the {metric} datasets ({', '.join(names)}): {means}.")
+    return lines
 
 
 def tuning_lines(summary: dict) -> list[str]:

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from model.ablation import average_gain, gain, summarize
+from model.ablation import across_datasets, average_gain, gain, summarize
 from tasks import report
 from tasks.params import load_params
 from tests.conftest import ROOT
@@ -160,3 +160,25 @@ def test_tuning_choices_are_reported_and_edges_flagged():
     assert report.tuning({"scratch": scratch})["scratch"]["flags"] == []
     md = "\n".join(report.tuning_lines({"datasets": {"sst2": {"tuning": t}}}))
     assert "| sst2 | scratch | 0.00025 (0.00025, 0.001, 0.004) | 3, 2 / 3 | lr 0.00025 on" in md
+
+
+def test_gain_across_datasets_by_hand():
+    g = across_datasets({"a": 10.0, "b": 20.0, "c": 30.0})
+    half = 4.302652729911275 * math.sqrt(100 / 3)  # t(0.975, 2) * sd of the mean of gains
+    assert g["mean"] == pytest.approx(20.0) and g["n"] == 3 and g["df"] == 2
+    assert (g["lo"], g["hi"]) == pytest.approx((20 - half, 20 + half))
+    assert g["leave_one_out"] == pytest.approx({"a": 25.0, "b": 20.0, "c": 15.0})
+    assert across_datasets({"a": 10.0})["lo"] is None
+
+
+def test_report_spread_and_averages_per_metric(tmp_path):
+    art = tmp_path / "artifacts"
+    write_study(art)
+    out = report.run(params_for(art))
+    g = out["average"]["gain_pretraining_across_datasets"]
+    assert g["mean"] == pytest.approx(15.0) and g["df"] == 1  # gains 10 and 20
+    assert out["average"]["by_metric"]["accuracy"]["full"] == pytest.approx(62.0)
+    assert out["average"]["by_metric"]["pearson"]["scratch"] == pytest.approx(12.0)
+    md = (art / "report/report.md").read_text()
+    assert "leaving one dataset out: +10.0 (without stsb) to +20.0 (without authors)" in md
+    assert "Average over the pearson datasets (stsb): full 32.0, no_aux 30.0, scratch 12.0." in md
