@@ -1,14 +1,15 @@
 """Memory-mapped token shards and deterministic window sampling for pre-training.
 
-Training reads `Epochs`: the shards cut into non-overlapping windows of seq_len + 1 tokens
-at stride seq_len (neighbours share one token, so every token but a shard's first is a
-target exactly once per epoch). Epoch e is a permutation of every window of every shard,
+Training reads `Epochs`: the shards cut into windows of seq_len + 1 tokens at stride
+seq_len. Neighbours share one token (one's last target is the next one's first input), so
+every token but a shard's first is a target exactly once per epoch, bar the fewer than
+seq_len tokens at a shard's end. Epoch e is a permutation of every window of every shard,
 seeded by (seed, e), and the stream runs epoch after epoch. The global micro-batch g takes
 the next B = batch_size x world slots, g*B .. g*B+B-1, and rank r only its own batch_size of
-them, so ranks read disjoint windows and nothing twice. A slot's window depends on the seed
-and the slot alone: any world size with the same global batch reads the same windows, and
-the position after a step, (epoch, offset) = divmod(step x global batch, windows), is a pure
-function of the step (the checkpoint records it as a check).
+them, so ranks read disjoint windows, and no window twice in an epoch. A slot's window
+depends on the seed and the slot alone: any world size with the same global batch reads the
+same windows, and the position after a step, (epoch, offset) = divmod(step x global batch,
+windows), is a pure function of the step (the checkpoint records it as a check).
 
 The permutation is held for one epoch at a time, 4 bytes a window (uint32): BooksCorpus
 (about 1e9 tokens) at seq_len 512 is about 2M windows, 8 MB per process.
