@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from model.config import PretrainConfig
-from model.data import TokenShards
+from model.data import Epochs, TokenShards
 from model.gpt import n_params
 from model.optim import param_groups
 from model.progress import progress
@@ -148,15 +148,23 @@ def setup(lm: PreTrainedModel, cfg: PretrainConfig, seed: int) -> Trainer:
     return Trainer(cfg, seed, device, rank, world, seq_len, amp, raw, model, opt, sched)
 
 
-def train_step(t: Trainer, train: TokenShards, step: int) -> tuple[dict, float]:
+def first_slot(cfg: PretrainConfig, world: int, rank: int, step: int, micro: int) -> int:
+    """The stream slot of process `rank`'s first window in micro-batch `micro` of `step`.
+
+    Global micro-batch g = step x grad_accum + micro is the stream's slots g*B .. g*B+B-1
+    (B = batch_size x world); each process reads only its own batch_size of them.
+    """
+    return ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
+
+
+def train_step(t: Trainer, train: Epochs, step: int) -> tuple[dict, float]:
     """One optimizer step (grad_accum micro-batches); its metrics and its seconds."""
     cfg, t0 = t.cfg, time.perf_counter()
     loss_sum = torch.zeros((), device=t.device)
     for micro in range(cfg.grad_accum):
-        # One global micro-batch per (step, micro); this process takes its slice.
-        x, y = train.batch([t.seed, step, micro], cfg.batch_size * t.world, t.seq_len)
-        part = slice(t.rank * cfg.batch_size, (t.rank + 1) * cfg.batch_size)
-        x, y = x[part].to(t.device), y[part].to(t.device)
+        start = first_slot(cfg, t.world, t.rank, step, micro)
+        x, y = train.batch(start, cfg.batch_size)
+        x, y = x.to(t.device), y.to(t.device)
         sync = micro == cfg.grad_accum - 1 or t.world == 1
         with nullcontext() if sync else t.model.no_sync(), t.amp:
             logits = t.model(input_ids=x).logits
@@ -233,7 +241,13 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_checkpoint(t: Trainer, path: Path, step: int) -> None:
+def data_position(train: Epochs, cfg: PretrainConfig, world: int, step: int) -> dict:
+    """The training stream's position after `step` steps: a pure function of the step,
+    recorded in the checkpoint to check that a resumed run reads on from there."""
+    return train.position(first_slot(cfg, world, 0, step, 0))
+
+
+def save_checkpoint(t: Trainer, path: Path, step: int, train: Epochs) -> None:
     """Every process's RNG state goes in; global rank 0 alone writes the file."""
     rngs = [None] * t.world
     if t.world > 1:
@@ -247,6 +261,7 @@ def save_checkpoint(t: Trainer, path: Path, step: int) -> None:
             "scheduler": t.sched.state_dict(),
             "rng": rngs,
             "step": step,
+            "data": data_position(train, t.cfg, t.world, step),
             "seed": t.seed,
             "world_size": t.world,
             "batch_size": t.cfg.batch_size,
@@ -256,11 +271,18 @@ def save_checkpoint(t: Trainer, path: Path, step: int) -> None:
         _write_atomic(path, state)
 
 
-def resume_problem(state: dict, cfg: PretrainConfig, world: int) -> str | None:
-    """Why a checkpoint cannot continue with this batch and world size, or None.
+def _where(pos: dict) -> str:
+    e, o, n, k = pos["epoch"], pos["offset"], pos["windows"], pos["seq_len"]
+    return f"epoch {e}, window {o} of {n} (seq_len {k})"
 
-    Any world size works that keeps the global batch (batch_size x grad_accum x world).
-    The same batch_size x world and grad_accum also draw the same windows as before.
+
+def resume_problem(state: dict, cfg: PretrainConfig, world: int, train: Epochs) -> str | None:
+    """Why a checkpoint cannot continue with this batch, world size and data, or None.
+
+    Any world size works that keeps the global batch (batch_size x grad_accum x world); each
+    step then reads the same windows as before, however the batch is split. The data
+    position follows from the step; one that differs from the checkpoint's (other token
+    shards or seq_len) is refused.
     """
     saved = state.get("world_size", 1)
     if "batch_size" not in state:  # written before the batch was recorded
@@ -270,7 +292,13 @@ def resume_problem(state: dict, cfg: PretrainConfig, world: int) -> str | None:
     old = state["batch_size"] * state["grad_accum"] * saved
     new = cfg.batch_size * cfg.grad_accum * world
     if old == new:
-        return None
+        here = data_position(train, cfg, world, state["step"])
+        if state.get("data", here) == here:  # older checkpoints record none
+            return None
+        return (
+            f"it stopped at {_where(state['data'])}, but here that step ends at {_where(here)}: "
+            "were the token shards or seq_len changed?"
+        )
     return (
         f"its global batch is {old} sequences ({state['batch_size']} x grad_accum "
         f"{state['grad_accum']} x {saved} processes), this run's {new} ({cfg.batch_size} x "
@@ -303,16 +331,16 @@ def _read_checkpoint(path: Path, rank: int, world: int) -> dict | None:
     return local
 
 
-def load_checkpoint(t: Trainer, path: Path) -> int:
+def load_checkpoint(t: Trainer, path: Path, train: Epochs) -> int:
     """Restore model, optimizer, schedule and RNG from `path`; the step to continue from (0: none).
 
     The same world size restores each process's RNG exactly; another one reseeds the
-    dropout streams from (seed, rank, step).
+    dropout streams from (seed, rank, step). The data stream continues from the step.
     """
     state = _read_checkpoint(path, t.rank, t.world)
     if state is None:
         return 0
-    problem = resume_problem(state, t.cfg, t.world)
+    problem = resume_problem(state, t.cfg, t.world, train)
     if problem:
         raise ValueError(f"cannot resume {path}: {problem}")
     t.raw.load_state_dict(state["model"])
@@ -348,12 +376,13 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CKPT
     t = setup(lm, cfg, seed)
-    step = load_checkpoint(t, ckpt) if resume else 0
+    stream = Epochs(train, t.seq_len, seed)
+    step = load_checkpoint(t, ckpt, stream) if resume else 0
     bar = progress(cfg.steps, "pretrain", initial=step, enabled=t.rank == 0)
     metrics: dict = {}
     start_step, train_s = step, 0.0  # time in training steps (no eval, no checkpoints)
     while step < cfg.steps and (stop_after is None or step < stop_after):
-        metrics, dt = train_step(t, train, step)
+        metrics, dt = train_step(t, stream, step)
         step += 1
         train_s += dt
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -363,7 +392,7 @@ def pretrain(
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{t.tokens_per_step / dt:,.0f}")
         bar.update(1)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save_checkpoint(t, ckpt, step)
+            save_checkpoint(t, ckpt, step, stream)
     bar.close()
     if "val/loss" not in metrics:  # e.g. resumed from a finished run
         metrics.update(val_metrics(t, val))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from model.data import Epochs
 from model.gpt import build_lm
 from model.pretrain import (
     CKPT,
@@ -52,11 +53,14 @@ def run(params: Params, resume: bool = False, stop_after: int | None = None) -> 
 
 
 def check_resumable(ckpt: Path, params: Params, world: int) -> None:
-    """Refuse, before any process starts, a damaged checkpoint or one of another global batch."""
+    """Refuse, before any process starts, a damaged checkpoint or one of another global
+    batch or data position."""
     if not ckpt.exists():
         return
     state = artifacts_check.checkpoint(ckpt)
-    problem = resume_problem(state, params.pretrain, world)
+    seq_len = params.pretrain.seq_len or params.model.shape().n_ctx
+    stream = Epochs(load_shards(params, "train"), seq_len, params.seed)
+    problem = resume_problem(state, params.pretrain, world, stream)
     if problem:
         raise ResumeError(f"cannot resume {ckpt}: {problem}")
 

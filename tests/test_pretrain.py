@@ -1,6 +1,7 @@
 """Pre-training on real text: learning and exact resume (data-parallel: test_distributed.py)."""
 
 import numpy as np
+import pytest
 import torch
 
 from tasks import pretrain
@@ -69,7 +70,11 @@ def test_resume_matches_uninterrupted_run_bitwise(tokens, tmp_path):
     pretrain.run(load_params(ROOT / "params.yaml", _params(straight, *extra)))
     p = load_params(ROOT / "params.yaml", _params(broken, *extra))
     pretrain.run(p, stop_after=6)  # "crash" at step 6: the last checkpoint is step 4
-    assert torch.load(broken / "pretrain" / "ckpt.pt", weights_only=False)["step"] == 4
+    ckpt = torch.load(broken / "pretrain" / "ckpt.pt", weights_only=False)
+    assert ckpt["step"] == 4 and (ckpt["data"]["epoch"], ckpt["data"]["offset"]) == (0, 16)
+    other = load_params(ROOT / "params.yaml", _params(broken, *extra, "pretrain.seq_len=16"))
+    with pytest.raises(pretrain.ResumeError, match=r"window 16 of \d+ \(seq_len 32\), but here"):
+        pretrain.run(other, resume=True)  # another seq_len cuts other windows: refused
     pretrain.run(p, resume=True)
     a = torch.load(straight / "pretrain" / "ckpt.pt", weights_only=False)["model"]
     b = torch.load(broken / "pretrain" / "ckpt.pt", weights_only=False)["model"]
