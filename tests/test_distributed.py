@@ -244,8 +244,9 @@ def test_killed_rank_fails_the_stage_clearly_without_partial_outputs(tokens, tmp
     assert torch.load(ckpt, weights_only=False)["step"] >= 1  # the last complete checkpoint
 
 
-def test_failed_launch_removes_half_written_outputs(tmp_path, monkeypatch):
+def test_failed_launch_removes_half_written_outputs(tokens, tmp_path, monkeypatch):
     """What a rank 0 stopped mid-write leaves (temp files of ckpt, hf/, metrics) goes."""
+    copy_tokens(tokens, tmp_path)  # real inputs: the stage checks them before it launches
     out = tmp_path / "pretrain"
 
     def torchrun(params, stop_after=None):
