@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,15 +87,27 @@ def _name(s, root: Path) -> str:
     return s.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{s.name}"
 
 
+def _status(repo, root: Path, names: set[str] | None = None) -> dict[str, list]:
+    """What DVC's status says changed in each stale stage (all, or those in `names`), by
+    name: `Repo.status` is `Stage.status` over the index's stages; asked per stage here,
+    so that a re-check costs only the stages it is about. Call under `lock_repo`."""
+    out = {}
+    for s in repo.index.stages:
+        if names is None or _name(s, root) in names:
+            out.update({_name(s, root): v for v in s.status(check_updates=True).values()})
+    return out
+
+
 def read_stages(root: str | Path, status: bool = False) -> list[Stage]:
     """Every stage of the workspace's dvc.yaml, dependencies first, else in dvc.yaml order;
-    with `status`, what DVC's `Repo.status` says changed in each (one call for all)."""
+    with `status`, what DVC says changed in each (`Stage.changes`)."""
     import networkx as nx
+    from dvc.repo import lock_repo
 
     root = Path(root).resolve()
-    with dvc_repo(root) as repo:
-        # Repo.status keys stages by their address from the cwd; map them to ours
-        changed = repo.status() if status else {}
+    # DVC's lock held once for status and DAG: one index (a reset per `Repo.status` call)
+    with dvc_repo(root) as repo, lock_repo(repo) if status else nullcontext():
+        changed = _status(repo, root) if status else {}
         position = {s: i for i, s in enumerate(repo.index.stages)}  # dvc.yaml order
         graph = repo.index.graph.reverse()  # DVC's edges point from a stage to its dependencies
         order = nx.lexicographical_topological_sort(graph, key=lambda s: position.get(s, 0))
@@ -115,17 +127,18 @@ def read_stages(root: str | Path, status: bool = False) -> list[Stage]:
                     upstream=[
                         _name(u, root) for u in graph.predecessors(s) if getattr(u, "cmd", None)
                     ],
-                    changes=changed.get(s.addressing, []) if status else None,
+                    changes=changed.get(_name(s, root), []) if status else None,
                 )
             )
     return stages
 
 
-def is_stale(root: Path, stage: Stage) -> bool:
-    """DVC's `Repo.status` of one stage, now: would `dvc repro` run it?"""
-    dvcfile, _, name = stage.name.rpartition(":")
-    with dvc_repo(root) as repo:
-        return bool(repo.status(targets=[f"{root / (dvcfile or 'dvc.yaml')}:{name}"]))
+def stale_now(root: Path, names: set[str]) -> set[str]:
+    """Those of `names` that DVC says are stale now (`dvc repro` would run them)."""
+    from dvc.repo import lock_repo
+
+    with dvc_repo(root) as repo, lock_repo(repo):
+        return set(_status(repo, root, names))
 
 
 @contextmanager
@@ -238,14 +251,12 @@ def loggers() -> tuple[logging.Logger, logging.Logger]:
 
 
 @task(retries=0, cache_policy=NO_CACHE)  # DVC, not Prefect, decides what is up to date
-def run_stage(stage: Stage, root: str, force: bool = False, stale: bool | None = True):
-    """One stage: if `stale` (None: ask DVC now), through DVC in its own process
+def run_stage(stage: Stage, root: str, force: bool = False, stale: bool = True):
+    """One stage: if DVC said it is `stale`, through DVC in its own process
     (flows/dvc_stage.py), its output streamed to the Prefect log; else reported as
     up to date (state "Up to date") without a process."""
     brief, _ = loggers()
     t0 = time.perf_counter()
-    if stale is None:
-        stale = is_stale(Path(root), stage)
     ran = stale and _reproduce(stage, root, force, brief)
     seconds = round(time.perf_counter() - t0, 1)
     brief.info("%-24s %-10s %s", stage.name, "ran" if ran else "up to date", duration(seconds))
@@ -385,14 +396,12 @@ def pipeline(
             brief.info("params for this run: %s (params.yaml is restored after it)", given)
         skip = set(params.datasets) - set(datasets) if datasets else set()
         with applied_params(root, sets, source):
-            ran: set[str] = set()
-            for stage in read_stages(root, status=not force):  # DVC: what is stale, at once
+            stages = read_stages(root, status=not force)  # DVC: what is stale, at once
+            stale = {s.name for s in stages if force or s.changes}
+            for stage in stages:
                 if dataset_of(stage.name, set(params.datasets)) in skip:
                     brief.info("%-24s not run (dataset not selected)", stage.name)
                     continue
-                stale = force or bool(stage.changes)
-                if not stale and ran & set(stage.upstream):
-                    stale = None  # up to date at the start, but an upstream stage ran: ask DVC
                 task_ = run_stage.with_options(
                     name=f"stage-{stage.name}",
                     task_run_name=stage.name,
@@ -402,10 +411,11 @@ def pipeline(
                     else 0,
                     retry_jitter_factor=0.5 if stage.io_bound else None,
                 )
-                out = task_(stage, str(root), force, stale)
+                out = task_(stage, str(root), force, stage.name in stale)
                 results.append(out.result() if isinstance(out, State) else out)  # "Up to date"
-                if results[-1]["ran"]:
-                    ran.add(stage.name)
+                below = {s.name for s in stages if stage.name in s.upstream} - stale
+                if results[-1]["ran"] and below:  # its outputs may have changed: ask DVC again
+                    stale |= stale_now(root, below)
                 summary.write_run(rooted, [
                     {k: r[k] for k in ("stage", "ran", "seconds")} for r in results
                 ])  # fmt: skip
