@@ -1,12 +1,13 @@
 """The genpt pipeline as a Prefect flow: one task run per DVC stage.
 
 dvc.yaml is the only definition of the stages. The flow reads the stage DAG from
-DVC at run time (foreach stages expanded, e.g. `finetune@authors`) and asks DVC once
-(`Repo.status`) which stages are stale. Each stage is a task, in topological order:
-a stale one runs in its own process with `dvc repro --single-item STAGE` (DVC decides
-skip-or-run and keeps dvc.lock true, so the flow cannot drift from `dvc repro`); an
-up-to-date one is reported as such without a process, unless a stage it depends on
-ran in this run, which may have changed its inputs: then DVC is asked again first.
+DVC at run time (foreach stages expanded, e.g. `finetune@authors`) and asks DVC once,
+in its own process, which stages are stale (what `dvc status` reports). Each stage is
+a task, in topological order: a stale one runs in its own process with `dvc repro
+--single-item STAGE` (DVC decides skip-or-run and keeps dvc.lock true, so the flow
+cannot drift from `dvc repro`); an up-to-date one is reported as such (task state "Up
+to date"), without a process. After a stage runs, its outputs may have changed, so
+DVC is asked again about the stages that depend on it before they are skipped.
 Flow parameters are written into params.yaml before anything runs, the same place
 `dvc exp run -S key=value` writes them (comments kept).
 
