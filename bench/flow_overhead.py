@@ -14,7 +14,8 @@ flow costs over plain `dvc repro`, so training time is not part of it.
 With --workspace (a clone of this repo in which the pipeline has completed): the wall
 and CPU time (user + sys, children included) of `genpt pipeline` and `dvc repro` with
 nothing to do, each run --runs times after one warm-up run, as a user runs them (the
-workspace's own code, Prefect's ephemeral server).
+workspace's own code, Prefect's ephemeral server), and of an empty flow on that server:
+what Prefect alone costs.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ import urllib.request
 from pathlib import Path
 
 from tasks import offline
-
-offline.apply(PREFECT_LOGGING_TO_API_ENABLED="false")  # time the flow, not its logs
 
 
 def workspace(root: Path, n: int) -> Path:
@@ -102,9 +101,11 @@ def timed(cmd: list[str], ws: Path, expect: str) -> tuple[float, float]:
 
 def no_op(ws: Path, runs: int) -> None:
     bindir = Path(sys.executable).parent
+    empty = "from prefect import flow; flow(name='empty')(lambda: None)()"
     cmds = {
         "genpt pipeline": ([str(bindir / "genpt"), "pipeline"], "stages: 0 ran,"),
         "dvc repro": ([str(bindir / "dvc"), "repro"], "Data and pipelines are up to date"),
+        "empty flow": ([sys.executable, "-c", empty], ""),  # Prefect's floor: ephemeral server
     }
     for name, (cmd, expect) in cmds.items():
         timed(cmd, ws, expect)  # warm-up: the ephemeral server's first start migrates its DB
@@ -121,7 +122,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     if args.workspace:
+        offline.apply()  # as genpt sets it (DVC_NO_ANALYTICS, ...); logs to the API, as users
         return no_op(args.workspace.resolve(), args.runs)
+    offline.apply(PREFECT_LOGGING_TO_API_ENABLED="false")  # time the flow, not its logs
     n = args.stages
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
