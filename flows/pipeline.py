@@ -261,7 +261,16 @@ def run_stage(stage: Stage, root: str, force: bool = False, stale: bool = True):
     ran = stale and _reproduce(stage, root, force, brief)
     seconds = round(time.perf_counter() - t0, 1)
     brief.info("%-24s %-10s %s", stage.name, "ran" if ran else "up to date", duration(seconds))
-    metrics = stage_metrics(Path(root), stage)
+    metrics, uri = stage_metrics(Path(root), stage), published_uri(Path(root), stage)
+    if ran:  # an up-to-date stage's artifacts are those of the run that made its outputs
+        stage_artifacts(stage, Path(root), metrics, uri)
+    out = {"stage": stage.name, "ran": ran, "process": stale, "seconds": seconds,
+           "metrics": metrics, "uri": uri}  # fmt: skip
+    return out if ran else Completed(name="Up to date", message="DVC: up to date", data=out)
+
+
+def stage_artifacts(stage: Stage, root: Path, metrics: dict, uri: str | None) -> None:
+    """The stage's metrics and table.json as table artifacts, its bundle URI as a link."""
     if metrics:
         create_table_artifact(
             [{"metric": k, "value": v} for k, v in metrics.items()],
@@ -269,15 +278,11 @@ def run_stage(stage: Stage, root: str, force: bool = False, stale: bool = True):
             description=f"metrics of stage {stage.name}",
         )
     for rel in stage.outs:  # a stage's table (e.g. the ablation report) as a table artifact
-        if Path(rel).name == "table.json" and (Path(root) / rel).is_file():
-            rows = json.loads((Path(root) / rel).read_text(encoding="utf-8"))
+        if Path(rel).name == "table.json" and (root / rel).is_file():
+            rows = json.loads((root / rel).read_text(encoding="utf-8"))
             create_table_artifact(rows, key=f"{_slug(stage.name)}-table", description=rel)
-    uri = published_uri(Path(root), stage)
     if uri:
         create_link_artifact(uri, link_text=uri, key=f"{_slug(stage.name)}-bundle")
-    out = {"stage": stage.name, "ran": ran, "process": stale, "seconds": seconds,
-           "metrics": metrics, "uri": uri}  # fmt: skip
-    return out if ran else Completed(name="Up to date", message="DVC: up to date", data=out)
 
 
 def _reproduce(stage: Stage, root: str, force: bool, brief: logging.Logger) -> bool:
