@@ -2,6 +2,7 @@
 
     python bench/flow_overhead.py                # 4 no-op stages
     python bench/flow_overhead.py --stages 8
+    python bench/flow_overhead.py --workspace WS  # no-op `genpt pipeline` / `dvc repro` in WS
 
 Builds a throw-away DVC workspace with N chained no-op stages, then times: a real
 `prefect server start` (temporary PREFECT_HOME, loopback, free port) until /api/health
@@ -9,12 +10,19 @@ answers; `dvc repro` of all stages in one process; the flow (flows/pipeline.py, 
 `dvc repro --single-item` task per stage) on that server, first with every stage
 running, then with every stage up to date. The per-stage overhead is what the
 flow costs over plain `dvc repro`, so training time is not part of it.
+
+With --workspace (a clone of this repo in which the pipeline has completed): the wall
+and CPU time (user + sys, children included) of `genpt pipeline` and `dvc repro` with
+nothing to do, each run --runs times after one warm-up run, as a user runs them (the
+workspace's own code, Prefect's ephemeral server), and of an empty flow on that server:
+what Prefect alone costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -26,8 +34,6 @@ import urllib.request
 from pathlib import Path
 
 from tasks import offline
-
-offline.apply(PREFECT_LOGGING_TO_API_ENABLED="false")  # time the flow, not its logs
 
 
 def workspace(root: Path, n: int) -> Path:
@@ -78,10 +84,48 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def timed(cmd: list[str], ws: Path, expect: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of `cmd` in `ws`; its output must show `expect` (nothing ran)."""
+    env = dict(os.environ)  # the workspace's code first
+    env["PYTHONPATH"] = os.pathsep.join([str(ws), *filter(None, [env.get("PYTHONPATH")])])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if expect not in out.stdout + out.stderr:
+        raise RuntimeError(f"{' '.join(cmd)}: not a no-op run:\n{out.stdout}{out.stderr}")
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def no_op(ws: Path, runs: int) -> None:
+    bindir = Path(sys.executable).parent
+    empty = "from prefect import flow; flow(name='empty')(lambda: None)()"
+    cmds = {
+        "genpt pipeline": ([str(bindir / "genpt"), "pipeline"], "stages: 0 ran,"),
+        "dvc repro": ([str(bindir / "dvc"), "repro"], "Data and pipelines are up to date"),
+        "empty flow": ([sys.executable, "-c", empty], ""),  # Prefect's floor: ephemeral server
+    }
+    for name, (cmd, expect) in cmds.items():
+        timed(cmd, ws, expect)  # warm-up: the ephemeral server's first start migrates its DB
+        times = [timed(cmd, ws, expect) for _ in range(runs)]
+        walls = ", ".join(f"{w:.1f}" for w, _ in times)
+        cpus = ", ".join(f"{c:.1f}" for _, c in times)
+        print(f"{name:15} no-op: wall {walls} s; CPU {cpus} s; load {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stages", type=int, default=4)
-    n = ap.parse_args().stages
+    ap.add_argument("--workspace", type=Path, help="time no-op runs in this workspace")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if args.workspace:
+        offline.apply()  # as genpt sets it (DVC_NO_ANALYTICS, ...); logs to the API, as users
+        return no_op(args.workspace.resolve(), args.runs)
+    offline.apply(PREFECT_LOGGING_TO_API_ENABLED="false")  # time the flow, not its logs
+    n = args.stages
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ws = workspace(tmp, n)

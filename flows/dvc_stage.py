@@ -1,7 +1,8 @@
 """One DVC stage, as `dvc repro --single-item STAGE` runs it, through DVC's Python API.
 
-The flow starts this as a subprocess per stage, so that the stage's output streams into
-the task's log, and learns the outcome from DVC itself rather than from its log text:
+The flow starts this as a subprocess per stage that DVC says is stale (the others it
+reports as up to date without one), so that the stage's output streams into the
+task's log, and learns the outcome from DVC itself rather than from its log text:
 the stages `Repo.reproduce` returns (empty when up to date), DVC's lock error, or the
 exit status.
 

@@ -1,11 +1,15 @@
 """The genpt pipeline as a Prefect flow: one task run per DVC stage.
 
 dvc.yaml is the only definition of the stages. The flow reads the stage DAG from
-DVC at run time (foreach stages expanded, e.g. `finetune@authors`) and runs each
-stage, in topological order, as its own task with `dvc repro --single-item STAGE`:
-DVC decides skip-or-run and keeps dvc.lock true, so the flow cannot drift from
-`dvc repro`. Flow parameters are written into params.yaml before anything runs,
-the same place `dvc exp run -S key=value` writes them (comments kept).
+DVC at run time (foreach stages expanded, e.g. `finetune@authors`) and asks DVC once,
+in its own process, which stages are stale (what `dvc status` reports). Each stage is
+a task, in topological order: a stale one runs in its own process with `dvc repro
+--single-item STAGE` (DVC decides skip-or-run and keeps dvc.lock true, so the flow
+cannot drift from `dvc repro`); an up-to-date one is reported as such (task state "Up
+to date"), without a process. After a stage runs, its outputs may have changed, so
+DVC is asked again about the stages that depend on it before they are skipped.
+Flow parameters are written into params.yaml before anything runs, the same place
+`dvc exp run -S key=value` writes them (comments kept).
 
 A workspace runs one pipeline at a time: the flow holds an exclusive lock on
 `.dvc/tmp/genpt-pipeline.lock` for its whole run; a second run fails at once with
@@ -25,7 +29,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from flows.dvc_stage import BUSY
@@ -60,15 +65,50 @@ class Stage:
     metrics: list[str] = field(default_factory=list)  # metrics files, relative to the workspace
     outs: list[str] = field(default_factory=list)
     io_bound: bool = False
+    upstream: list[str] = field(default_factory=list)  # stages whose outputs it depends on
+    changes: list | None = None  # DVC's status at the start ([]: up to date; None: not asked)
 
 
-def read_stages(root: str | Path) -> list[Stage]:
-    """Every stage of the workspace's dvc.yaml, dependencies first, else in dvc.yaml order."""
-    import networkx as nx
+@contextmanager
+def dvc_repo(root: Path, busy: str = "another DVC process holds {lock}") -> Iterator:
+    """DVC's Repo of the workspace; DVC's lock held elsewhere -> WorkspaceBusy(busy)."""
+    from dvc.lock import LockError
     from dvc.repo import Repo
 
+    try:
+        with Repo(str(root)) as repo:
+            yield repo
+    except LockError:
+        raise WorkspaceBusy(f"{root}: " + busy.format(lock=".dvc/tmp/lock")) from None
+
+
+def _name(s, root: Path) -> str:
+    """A stage's address as `dvc repro` in `root` sees it."""
+    dvcfile = os.path.relpath(s.path, root)
+    return s.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{s.name}"
+
+
+def _status(repo, root: Path, names: set[str] | None = None) -> dict[str, list]:
+    """What DVC's status says changed in each stale stage (all, or those in `names`), by
+    name: `Repo.status` is `Stage.status` over the index's stages; asked per stage here,
+    so that a re-check costs only the stages it is about. Call under `lock_repo`."""
+    out = {}
+    for s in repo.index.stages:
+        if names is None or _name(s, root) in names:
+            out.update({_name(s, root): v for v in s.status(check_updates=True).values()})
+    return out
+
+
+def read_stages(root: str | Path, status: bool = False) -> list[Stage]:
+    """Every stage of the workspace's dvc.yaml, dependencies first, else in dvc.yaml order;
+    with `status`, what DVC says changed in each (`Stage.changes`)."""
+    import networkx as nx
+    from dvc.repo import lock_repo
+
     root = Path(root).resolve()
-    with Repo(str(root)) as repo:
+    # DVC's lock held once for status and DAG: one index (a reset per `Repo.status` call)
+    with dvc_repo(root) as repo, lock_repo(repo) if status else nullcontext():
+        changed = _status(repo, root) if status else {}
         position = {s: i for i, s in enumerate(repo.index.stages)}  # dvc.yaml order
         graph = repo.index.graph.reverse()  # DVC's edges point from a stage to its dependencies
         order = nx.lexicographical_topological_sort(graph, key=lambda s: position.get(s, 0))
@@ -76,20 +116,30 @@ def read_stages(root: str | Path) -> list[Stage]:
         for s in order:
             if not getattr(s, "cmd", None):
                 continue  # a `.dvc` data file, not a stage
-            dvcfile = os.path.relpath(s.path, root)  # address as `dvc repro` in root sees it
-            name = s.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{s.name}"
             paths = [o.def_path for o in s.outs] + [str(d.def_path) for d in s.deps]
             stages.append(
                 Stage(
-                    name=name,
+                    name=_name(s, root),
                     cmd=s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd),
                     metrics=[o.def_path for o in s.outs if o.metric],
                     outs=[o.def_path for o in s.outs],
                     io_bound=s.name.split("@")[0] in IO_STAGES
                     or any("://" in p for p in [*paths, str(s.cmd)]),
+                    upstream=[
+                        _name(u, root) for u in graph.predecessors(s) if getattr(u, "cmd", None)
+                    ],
+                    changes=changed.get(_name(s, root), []) if status else None,
                 )
             )
     return stages
+
+
+def stale_now(root: Path, names: set[str]) -> set[str]:
+    """Those of `names` that DVC says are stale now (`dvc repro` would run them)."""
+    from dvc.repo import lock_repo
+
+    with dvc_repo(root) as repo, lock_repo(repo):
+        return set(_status(repo, root, names))
 
 
 @contextmanager
@@ -119,8 +169,6 @@ def workspace_lock(root: Path) -> Iterator[None]:
 
 def write_params(root: Path, overrides: list[str]) -> None:
     """Apply `key=value` overrides to params.yaml as `dvc exp run -S` does: validated, atomic."""
-    from dvc.lock import LockError
-    from dvc.repo import Repo
     from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
 
     from tasks.io import atomic_write_text
@@ -130,14 +178,12 @@ def write_params(root: Path, overrides: list[str]) -> None:
     load_params(path, overrides)  # bad keys / types fail here, before params.yaml changes
     if not overrides:
         return
-    try:
-        with Repo(str(root)) as repo, repo.lock:  # never change params under a running `dvc repro`
-            data = parse_yaml_for_update(path.read_text(encoding="utf-8"), str(path))
-            for o in overrides:
-                apply_override(data, o)
-            atomic_write_text(path, dumps_yaml(data))
-    except LockError:
-        raise WorkspaceBusy(f"{root}: a DVC command holds .dvc/tmp/lock; try again later") from None
+    busy = "a DVC command holds {lock}; try again later"
+    with dvc_repo(root, busy) as repo, repo.lock:  # never change params under a `dvc repro`
+        data = parse_yaml_for_update(path.read_text(encoding="utf-8"), str(path))
+        for o in overrides:
+            apply_override(data, o)
+        atomic_write_text(path, dumps_yaml(data))
 
 
 def _env() -> dict[str, str]:
@@ -206,9 +252,42 @@ def loggers() -> tuple[logging.Logger, logging.Logger]:
 
 
 @task(retries=0, cache_policy=NO_CACHE)  # DVC, not Prefect, decides what is up to date
-def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
-    """One stage through DVC (flows/dvc_stage.py); its output streamed to the Prefect log."""
-    brief, full = loggers()
+def run_stage(stage: Stage, root: str, force: bool = False, stale: bool = True):
+    """One stage: if DVC said it is `stale`, through DVC in its own process
+    (flows/dvc_stage.py), its output streamed to the Prefect log; else reported as
+    up to date (state "Up to date") without a process."""
+    brief, _ = loggers()
+    t0 = time.perf_counter()
+    ran = stale and _reproduce(stage, root, force, brief)
+    seconds = round(time.perf_counter() - t0, 1)
+    brief.info("%-24s %-10s %s", stage.name, "ran" if ran else "up to date", duration(seconds))
+    metrics, uri = stage_metrics(Path(root), stage), published_uri(Path(root), stage)
+    if ran:  # an up-to-date stage's artifacts are those of the run that made its outputs
+        stage_artifacts(stage, Path(root), metrics, uri)
+    out = {"stage": stage.name, "ran": ran, "process": stale, "seconds": seconds,
+           "metrics": metrics, "uri": uri}  # fmt: skip
+    return out if ran else Completed(name="Up to date", message="DVC: up to date", data=out)
+
+
+def stage_artifacts(stage: Stage, root: Path, metrics: dict, uri: str | None) -> None:
+    """The stage's metrics and table.json as table artifacts, its bundle URI as a link."""
+    if metrics:
+        create_table_artifact(
+            [{"metric": k, "value": v} for k, v in metrics.items()],
+            key=f"{_slug(stage.name)}-metrics",
+            description=f"metrics of stage {stage.name}",
+        )
+    for rel in stage.outs:  # a stage's table (e.g. the ablation report) as a table artifact
+        if Path(rel).name == "table.json" and (root / rel).is_file():
+            rows = json.loads((root / rel).read_text(encoding="utf-8"))
+            create_table_artifact(rows, key=f"{_slug(stage.name)}-table", description=rel)
+    if uri:
+        create_link_artifact(uri, link_text=uri, key=f"{_slug(stage.name)}-bundle")
+
+
+def _reproduce(stage: Stage, root: str, force: bool, brief: logging.Logger) -> bool:
+    """`dvc repro --single-item STAGE` in a process of its own; whether the stage ran."""
+    _, full = loggers()
     cmd = [sys.executable, "-m", "flows.dvc_stage", stage.name]
     tail: deque[str] = deque(maxlen=25)
     t0 = time.perf_counter()
@@ -223,7 +302,6 @@ def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
                 line = line.rstrip()
                 full.info("%s", line)
                 tail.append(line)
-        seconds = round(time.perf_counter() - t0, 1)
         if proc.returncode == BUSY:
             raise WorkspaceBusy(
                 f"stage {stage.name}: another DVC process holds {root}/.dvc/tmp/lock"
@@ -232,27 +310,11 @@ def run_stage(stage: Stage, root: str, force: bool = False) -> dict:
             # from the first error line on: the stage's own message and its details
             first = next((i for i, ln in enumerate(tail) if "error" in ln.lower()), 0)
             errors = list(tail)[first:]
-            brief.error("%-24s failed after %s", stage.name, duration(seconds))
+            brief.error("%-24s failed after %s", stage.name, duration(time.perf_counter() - t0))
             raise StageFailed(
                 f"stage {stage.name} failed (exit {proc.returncode}):\n" + "\n".join(errors)
             )
-        ran = bool(json.loads(result.read_text(encoding="utf-8"))["ran"])
-    brief.info("%-24s %-10s %s", stage.name, "ran" if ran else "up to date", duration(seconds))
-    metrics = stage_metrics(Path(root), stage)
-    if metrics:
-        create_table_artifact(
-            [{"metric": k, "value": v} for k, v in metrics.items()],
-            key=f"{_slug(stage.name)}-metrics",
-            description=f"metrics of stage {stage.name}",
-        )
-    for rel in stage.outs:  # a stage's table (e.g. the ablation report) as a table artifact
-        if Path(rel).name == "table.json" and (Path(root) / rel).is_file():
-            rows = json.loads((Path(root) / rel).read_text(encoding="utf-8"))
-            create_table_artifact(rows, key=f"{_slug(stage.name)}-table", description=rel)
-    uri = published_uri(Path(root), stage)
-    if uri:
-        create_link_artifact(uri, link_text=uri, key=f"{_slug(stage.name)}-bundle")
-    return {"stage": stage.name, "ran": ran, "seconds": seconds, "metrics": metrics, "uri": uri}
+        return bool(json.loads(result.read_text(encoding="utf-8"))["ran"])
 
 
 def dataset_of(stage: str, datasets: set[str]) -> str | None:
@@ -305,7 +367,8 @@ def pipeline(
     workspace: str = ".",
     params_file: str | None = None,
 ) -> dict:
-    """Run every dvc.yaml stage in order, each as a task; DVC skips what is up to date.
+    """Run every dvc.yaml stage in order, each as a task; what DVC says is up to date is
+    reported as such, without a process.
 
     preset: model.preset; lm_coef: finetune.lm_coef (lambda); steps: pretrain.steps;
     datasets: only these datasets' `STAGE@NAME` stages (default: all);
@@ -339,7 +402,9 @@ def pipeline(
             brief.info("params for this run: %s (params.yaml is restored after it)", given)
         skip = set(params.datasets) - set(datasets) if datasets else set()
         with applied_params(root, sets, source):
-            for stage in read_stages(root):
+            stages = read_stages(root, status=not force)  # DVC: what is stale, at once
+            stale = {s.name for s in stages if force or s.changes}
+            for stage in stages:
                 if dataset_of(stage.name, set(params.datasets)) in skip:
                     brief.info("%-24s not run (dataset not selected)", stage.name)
                     continue
@@ -352,7 +417,11 @@ def pipeline(
                     else 0,
                     retry_jitter_factor=0.5 if stage.io_bound else None,
                 )
-                results.append(task_(stage, str(root), force))
+                out = task_(stage, str(root), force, stage.name in stale)
+                results.append(out.result() if isinstance(out, State) else out)  # "Up to date"
+                below = {s.name for s in stages if stage.name in s.upstream} - stale
+                if results[-1]["ran"] and below:  # its outputs may have changed: ask DVC again
+                    stale |= stale_now(root, below)
                 summary.write_run(rooted, [
                     {k: r[k] for k in ("stage", "ran", "seconds")} for r in results
                 ])  # fmt: skip

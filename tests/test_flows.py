@@ -98,6 +98,16 @@ def _artifacts(flow_run_id) -> dict[str, object]:
     return {a.key: a for a in arts}
 
 
+def _task_runs(flow_run_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as c:
+        return c.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+
+
 def test_stages_come_from_dvc_yaml_in_dependency_order():
     names = [s.name for s in read_stages(ROOT)]
     from tasks.params import load_params
@@ -134,16 +144,7 @@ def test_flow_runs_each_stage_with_retries_and_artifacts(toy, api_url):
     assert arts["publish-bundle"].data == "[s3://bucket/models/toy/1/](s3://bucket/models/toy/1/)"
     assert arts["genpt-metrics"].type == "table" and arts["genpt-summary"].type == "markdown"
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as c:
-        runs = c.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
-    by_name = {r.name: r for r in runs}
+    by_name = {r.name: r for r in _task_runs(state.state_details.flow_run_id)}
     assert by_name["publish"].run_count == 2  # one retry after the transient failure
     assert by_name["count"].run_count == 1
 
@@ -227,6 +228,96 @@ def test_dvc_lock_held_elsewhere_is_reported(toy, api_url):
     assert state.is_failed() and "another genpt pipeline run" in state.message
     with pytest.raises(WorkspaceBusy):
         state.result()
+
+
+# --- a run with nothing to do: no stage process ----------------------------------------
+
+# make -> copy -> count, each command logging that it ran (runs.log is no output)
+CHAIN_DVC_YAML = """
+stages:
+  make:
+    cmd: python make.py && echo make >> runs.log
+    deps: [make.py]
+    params: [seed]
+    outs: [made.txt]
+  copy:
+    cmd: cp made.txt copied.txt && echo copy >> runs.log
+    deps: [made.txt]
+    outs: [copied.txt]
+  count:
+    cmd: wc -c copied.txt > counted.txt && echo count >> runs.log
+    deps: [copied.txt]
+    outs: [counted.txt]
+"""
+MAKE = """import yaml
+open("made.txt", "w").write(f"seed {yaml.safe_load(open('params.yaml'))['seed']}\\n")
+"""
+
+
+@pytest.fixture
+def spawned(monkeypatch) -> list[str]:
+    """The stages for which the flow starts a `flows.dvc_stage` process (the real one)."""
+    started = []
+
+    class Counting(subprocess.Popen):
+        def __init__(self, args, *a, **kw):
+            if "flows.dvc_stage" in args:
+                started.append(args[args.index("flows.dvc_stage") + 1])
+            super().__init__(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", Counting)
+    return started
+
+
+@pytest.fixture
+def chain(toy, api_url, spawned) -> Path:
+    """A real DVC workspace of three chained stages, run once by the flow."""
+    (toy / "dvc.yaml").write_text(CHAIN_DVC_YAML)
+    (toy / "make.py").write_text(MAKE)
+    assert all(r["ran"] for r in pipeline(workspace=str(toy))["stages"].values())
+    assert spawned == ["make", "copy", "count"]
+    spawned.clear()
+    (toy / "runs.log").unlink()
+    return toy
+
+
+def _stale(ws: Path) -> set[str]:
+    """The stages DVC's `Repo.status` says are not up to date, by name."""
+    from dvc.repo import Repo
+
+    with Repo(str(ws)) as repo:
+        return {k.rpartition(":")[2] for k in repo.status()}
+
+
+def test_a_run_with_nothing_to_do_starts_no_stage_process(chain, spawned):
+    state = pipeline(workspace=str(chain), return_state=True)
+    out = state.result()["stages"]
+    assert spawned == []  # DVC was asked once, in the flow's process
+    assert list(out) == ["make", "copy", "count"]  # each stage still reported, as a task
+    assert not any(r["ran"] or r["process"] for r in out.values())
+    assert "stages: 0 ran, 3 up to date" in state.result()["summary"]
+    assert not (chain / "runs.log").exists()
+    run = json.loads((chain / "artifacts" / "run.json").read_text())["stages"]
+    assert [(r["stage"], r["ran"]) for r in run] == [(s, False) for s in out]
+    runs = _task_runs(state.state_details.flow_run_id)  # marked so in Prefect's UI too
+    assert sorted((r.name, r.state.name) for r in runs) == [(s, "Up to date") for s in sorted(out)]
+
+
+def test_an_upstream_change_runs_a_stage_that_was_up_to_date_at_the_start(chain, spawned):
+    (chain / "make.py").write_text(MAKE.replace("seed {", "seed: {"))  # alters made.txt
+    assert _stale(chain) == {"make"}  # copy and count: up to date, for now
+    out = pipeline(workspace=str(chain))["stages"]
+    assert spawned == ["make", "copy", "count"]
+    assert all(r["ran"] for r in out.values())
+    assert (chain / "runs.log").read_text().split() == ["make", "copy", "count"]
+    assert (chain / "copied.txt").read_text() == "seed: 3\n" and _stale(chain) == set()
+
+    spawned.clear()  # a change that leaves make's output as it was: copy is checked, not run
+    with open(chain / "make.py", "a") as f:
+        f.write("# a comment\n")
+    out = pipeline(workspace=str(chain))["stages"]
+    assert spawned == ["make"] and [s for s, r in out.items() if r["ran"]] == ["make"]
+    assert _stale(chain) == set()
 
 
 # --- the deployment on a real server -------------------------------------------------------
