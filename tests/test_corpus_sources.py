@@ -10,12 +10,12 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT
-from test_bad_inputs import no_partial_output
 
 from tasks import tokenize, validate
 from tasks.data import corpus
 from tasks.params import Params
+from tests.conftest import ROOT
+from tests.test_bad_inputs import no_partial_output
 
 FILES = ("alice.txt", "frankenstein.txt", "sherlock_holmes.txt")
 CHARS = 12_000  # per document: enough text for a 512 vocab, cheap to tokenize
