@@ -202,3 +202,25 @@ def test_stage_deps_follow_the_corpus_outside_data(tmp_path):
     assert set(changed) == {"validate", "tokenize"}
     for stage in changed.values():
         assert {"changed deps": {str(books): "modified"}} in stage
+
+
+def test_corpus_recipe_import_url_from_s3_and_push(weed, tmp_path):
+    """docs/corpus.md's recipe: `dvc import-url s3://...` then `dvc push`; the corpus is
+    DVC-tracked (git ignores it) and reads through paths.corpus."""
+    import gzip
+
+    from tasks.data.corpus import iter_documents
+    from tasks.params import CorpusConfig
+    from tasks.stack.storage import s3_client
+
+    env = weed.env()
+    client = s3_client(env["GENPT_S3_ENDPOINT_URL"], credentials=(weed.access_key, weed.secret_key))
+    text = "It was the best of times, it was the worst of times.\n" * 50
+    client.put_object(Bucket="genpt-dvc", Key="books/a.txt.gz", Body=gzip.compress(text.encode()))
+    repo = _repo(tmp_path / "repo", weed, "recipe")
+    (repo / "data").mkdir()
+    sh(repo, "dvc", "import-url", "s3://genpt-dvc/books", "data/books", **env)
+    assert "2 files pushed" in sh(repo, "dvc", "push").stdout  # the .dir entry and the file
+    assert "/books" in (repo / "data" / ".gitignore").read_text()
+    docs = list(iter_documents([f"{repo}/data/books/*.txt.gz"], CorpusConfig(root="data/books")))
+    assert [d.text for d in docs] == [text]

@@ -57,8 +57,9 @@ def _filesystem(url: str):
     import fsspec
 
     if url.startswith("s3://"):
-        from tasks.stack.storage import s3_filesystem
+        from tasks.stack.storage import load_env_file, s3_filesystem
 
+        load_env_file()  # `genpt stack up`'s .genpt/s3.env, as publish reads it
         return s3_filesystem()
     return fsspec.filesystem(url.split("://")[0])
 
