@@ -172,24 +172,21 @@ def _field_text(value, where: str, field: str) -> str:
 def _jsonl_docs(source: str, field: str) -> Iterator[Document]:
     import io
 
+    from tasks.io import json_lines
+
     try:
         with _open(source) as f:
-            for n, raw in enumerate(io.TextIOWrapper(f, encoding="utf-8-sig"), 1):
-                if not raw.strip():
-                    continue
-                where = f"{source}: line {n}"
-                try:
-                    row = json.loads(raw)
-                except ValueError as e:
-                    raise CorpusError(f"{where}: not JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise CorpusError(f"{where}: not a JSON object")
-                text = _field_text(row.get(field), where, field)
-                yield Document(source, text, f"line {n}", nbytes=len(raw.encode()))
+            for n, row in json_lines(io.TextIOWrapper(f, encoding="utf-8-sig")):
+                text = _field_text(row.get(field), f"{source}: line {n}", field)
+                yield Document(source, text, f"line {n}", nbytes=len(text.encode()))
+    except CorpusError:
+        raise
     except UnicodeDecodeError as e:
         raise CorpusError(f"{source}: not valid UTF-8 ({e.reason})") from None
     except (OSError, EOFError) as e:
         raise CorpusError(f"{source}: cannot read: {e}") from None
+    except ValueError as e:  # json_lines: 'line N: not JSON (...)'
+        raise CorpusError(f"{source}: {e}") from None
 
 
 def _rows(source: str, rows, field: str) -> Iterator[Document]:
