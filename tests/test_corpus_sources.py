@@ -139,8 +139,10 @@ def test_jsonl_declared_as_text_is_refused(tmp_path, texts):
     fails(tmp_path, [good, jl], r"books.jsonl: a jsonl source, but corpus.format is text",
           format="text")  # fmt: skip
     hidden = tmp_path / "books.txt"  # JSON lines behind a .txt name
-    hidden.write_text(jl.read_text())
-    fails(tmp_path, [good, hidden], r"books.txt: line 1 is JSON, not text")
+    hidden.write_text("\n" + jl.read_text())
+    fails(tmp_path, [good, hidden], r"books.txt: line 2 is a JSON object, not text")
+    hidden.write_text("[1] A footnote, then the text.\n" + texts["alice.txt"])  # not JSON lines
+    assert corpus.read_document(hidden).startswith("[1] A footnote")
 
 
 def test_truncated_gzip_fails_naming_the_file(tmp_path, texts):

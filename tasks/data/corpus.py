@@ -148,16 +148,18 @@ def _check(doc: Document, strict: bool) -> Document:
 def _text_doc(source: str) -> Document:
     data = _read_bytes(source)
     text, err = decode(data)
-    first = text.lstrip()[:1]
-    if first in "{[" and first:  # JSON syntax must never become training text
+    start = len(text) - len(text.lstrip())  # the first non-blank line: a JSON object?
+    end = text.find("\n", start)
+    first = text[start : end if end >= 0 else len(text)]
+    if first.startswith("{"):  # JSON syntax must never become training text
         try:
-            json.loads(text.lstrip().split("\n", 1)[0])
+            is_json = isinstance(json.loads(first), dict)
         except ValueError:
-            pass
-        else:
+            is_json = False
+        if is_json:
             raise CorpusError(
-                f"{source}: line 1 is JSON, not text (name it .jsonl and set "
-                "corpus.text_field, or set corpus.format: jsonl)"
+                f"{source}: line {line_of(text, start)} is a JSON object, not text (JSON "
+                "lines: name the file .jsonl, or set corpus.format: jsonl)"
             )
     return Document(source, text, error=err, nbytes=len(data))
 
