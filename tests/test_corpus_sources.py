@@ -171,3 +171,14 @@ def test_under_dvc_a_file_outside_corpus_root_is_refused(tmp_path, monkeypatch, 
     monkeypatch.setenv("DVC_STAGE", "tokenize")
     fails(tmp_path, [tmp_path / "a.txt"], r"a.txt is outside corpus.root \(data/corpus\)")
     assert corpus.first_document([str(tmp_path / "a.txt")], corpus_cfg(root=str(tmp_path)))
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "recipes/cpu-hour.yaml"])
+def test_shipped_params_keep_the_corpus_under_corpus_root(name, shared_data):
+    """Else `dvc repro` refuses the corpus (and dvc would miss its edits)."""
+    from tasks.params import load_params
+
+    p = load_params(ROOT / name)
+    files = corpus.corpus_files([str(ROOT / f) for f in p.paths.corpus])
+    assert len(files) >= 5
+    assert corpus.outside_root(files, str(ROOT / p.corpus.root)) == []
