@@ -20,12 +20,12 @@ import numpy as np
 from model.task_model import HEAD_FILE, TASK_FILE
 from tasks import artifacts_check
 from tasks.bundle import write_manifest
-from tasks.data.corpus import first_corpus_file
+from tasks.data.corpus import first_document
 from tasks.errors import GenptError
 from tasks.io import atomic_dir, write_json
 from tasks.params import ExportConfig, Params
 
-SECTIONS = ("export", "paths", "datasets")  # the params it reads
+SECTIONS = ("export", "paths", "corpus", "datasets")  # the params it reads
 
 log = logging.getLogger(__name__)
 # torch / onnx / model.* are imported inside the functions: `genpt` starts without them.
@@ -285,7 +285,7 @@ def run(params: Params, triton: str | Path | None = None) -> dict:
         for n in names:
             summary[n] = export_task(params.artifacts("finetune", n), d / n, cfg, records[n])
         if cfg.lm:
-            prompt = first_corpus_file(params.paths.corpus).read_text(encoding="utf-8")[:2000]
+            prompt = first_document(params.paths.corpus, params.corpus)[:2000]
             summary["lm"] = export_lm_dir(lm_src, d / "lm", cfg, prompt)
         write_manifest(d, format="onnx")
     if triton:

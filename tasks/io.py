@@ -49,6 +49,21 @@ def read_json(path: str | Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def json_lines(lines) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank JSON-lines line; ValueError('line N: ...')
+    at the first line that is not a JSON object."""
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"line {i}: not JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"line {i}: expected a JSON object")
+        yield i, row
+
+
 def write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -42,9 +42,19 @@ class ParamsError(GenptError, ValueError):
 
 
 class PathsConfig(Strict):
-    corpus: list[str] = ["data/corpus/*.txt"]  # files or globs of UTF-8 text
+    corpus: list[str] = ["data/corpus/*.txt"]  # globs or s3:// URLs (tasks/data/corpus.py)
     artifacts: str = "artifacts"  # every stage's outputs go under here
     val_fraction: float = Field(0.05, gt=0, lt=1)  # tail of each document held out
+
+
+class CorpusConfig(Strict):
+    """How paths.corpus is read (tasks/data/corpus.py, docs/corpus.md)."""
+
+    root: str = "data/corpus"  # holds every local corpus file: validate's and tokenize's DVC dep
+    format: Literal["auto", "text", "jsonl", "parquet", "datasets"] = "auto"  # auto: by name
+    text_field: str = "text"  # JSONL, Parquet, datasets: the field holding a document
+    builder: str | None = None  # a `datasets` builder (json, parquet, ...) over paths.corpus
+    split: str = "train"  # datasets: the split read
 
 
 class DatasetConfig(Strict):
@@ -170,6 +180,7 @@ class GateConfig(Strict):
 class Params(Strict):
     seed: int = 1337
     paths: PathsConfig = PathsConfig()
+    corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()

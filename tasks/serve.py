@@ -11,23 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.bundle import BundleError, model_dir, open_bundle
+from tasks.io import json_lines
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a JSONL file; a bad line fails with file and line number."""
-    rows = []
     with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise BundleError(f"{path}: line {i}: not JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise BundleError(f"{path}: line {i}: expected a JSON object")
-            rows.append(row)
-    return rows
+        try:
+            return [row for _, row in json_lines(f)]
+        except ValueError as e:
+            raise BundleError(f"{path}: {e}") from None
 
 
 def predict_jsonl(model, records: list[dict], batch_size: int = 32) -> Iterator[dict]:

@@ -11,12 +11,12 @@ import time
 
 from tasks.artifacts_check import trained_vocab
 from tasks.bundle.manifest import sha256_file
-from tasks.data.corpus import corpus_files, read_document
+from tasks.data.corpus import corpus_files, iter_documents, sha256
 from tasks.data.tokens import encode_docs, split_document, write_shard
 from tasks.io import atomic_dir, write_json
 from tasks.params import Params
 
-SECTIONS = ("paths", "tokenizer")  # the params it reads (dvc.yaml: paths.corpus, ...)
+SECTIONS = ("paths", "corpus", "tokenizer")  # the params it reads (dvc.yaml: paths.corpus, ...)
 
 
 def run(params: Params) -> dict:
@@ -24,7 +24,8 @@ def run(params: Params) -> dict:
     from model.tokenizer import EOT, save_tokenizer, train_tokenizer
 
     files = corpus_files(params.paths.corpus)
-    docs = [read_document(f) for f in files]  # fail on bad input before any work
+    # bad input fails here, before any work
+    docs = [d.text for d in iter_documents(params.paths.corpus, params.corpus)]
     pairs = [split_document(d, params.paths.val_fraction) for d in docs]
     n_bytes = sum(len(d.encode()) for d in docs)
 
@@ -53,7 +54,7 @@ def run(params: Params) -> dict:
             "tokenizer_sha256": tok_sha,
             "val_fraction": params.paths.val_fraction,
             "encoder": encoder,
-            "files": [{"path": str(f), "sha256": sha256_file(f)} for f in files],
+            "files": [{"path": f, "sha256": sha256(f)} for f in files],
             "train": [write_shard(d / "train.bin", train_ids, eot, dtype)],
             "val": [write_shard(d / "val.bin", val_ids, eot, dtype)],
         }

@@ -15,7 +15,7 @@ from tasks.data.validation import DataValidationError, validate
 from tasks.io import atomic_dir, write_json
 from tasks.params import Params
 
-SECTIONS = ("validate", "paths", "datasets")  # the params it reads
+SECTIONS = ("validate", "paths", "corpus", "datasets")  # the params it reads
 __all__ = ["DataValidationError", "run"]
 
 
@@ -25,7 +25,11 @@ def run(params: Params) -> dict:
     t0 = time.perf_counter()
     with atomic_dir(params.artifacts("validate")) as d:
         summary, failures = validate(
-            params.validation, params.paths.corpus, params.datasets, d / "docs"
+            params.validation,
+            params.paths.corpus,
+            params.datasets,
+            d / "docs",
+            reader=params.corpus,
         )
         summary["success"] = not failures
         summary["failures"] = failures

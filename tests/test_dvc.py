@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tasks.stack import seaweedfs as stack
+from tests.conftest import clone_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -164,3 +166,61 @@ def test_pipeline_repro_is_incremental(tmp_path):
     sh(repo, "git", "commit", "-qm", "lr")
     exp = sh(repo, "dvc", "exp", "run", "-S", "datasets.authors2.finetune.lr=3e-4", **env).stdout
     assert _ran(exp) - {"validate"} == after
+
+
+@pytest.mark.slow
+def test_stage_deps_follow_the_corpus_outside_data(tmp_path):
+    """validate's and tokenize's corpus dep is `corpus.root`, not the literal data/corpus:
+    after editing one corpus file outside data/, `dvc status` shows both changed; with
+    the corpus untouched it shows neither; a corpus outside corpus.root is refused."""
+    repo, books = tmp_path / "repo", tmp_path / "books"
+    clone_repo(repo)
+    books.mkdir()
+    for f in ("alice.txt", "frankenstein.txt"):
+        (books / f).write_text((ROOT / "data" / "corpus" / f).read_text()[:20_000])
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["paths"]["corpus"] = [f"{books}/*.txt"]
+    params["tokenizer"]["vocab_size"] = 512
+    params["datasets"] = {"authors": params["datasets"]["authors"]}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {"PYTHONPATH": str(repo), "TQDM_DISABLE": "1"}
+
+    p = sh(repo, "dvc", "repro", "validate", ok=False, **env)  # corpus.root: data/corpus
+    assert p.returncode and "is outside corpus.root (data/corpus)" in p.stderr + p.stdout
+
+    params["corpus"]["root"] = str(books)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "dvc", "repro", "tokenize", **env)
+
+    def status() -> dict:
+        return json.loads(sh(repo, "dvc", "status", "--json", "validate", "tokenize").stdout)
+
+    assert status() == {}  # unchanged corpus: nothing to re-run
+    with (books / "alice.txt").open("a") as f:
+        f.write("\nOne more line of Alice.\n")
+    changed = status()
+    assert set(changed) == {"validate", "tokenize"}
+    for stage in changed.values():
+        assert {"changed deps": {str(books): "modified"}} in stage
+
+
+def test_corpus_recipe_import_url_from_s3_and_push(weed, tmp_path):
+    """docs/corpus.md's recipe: `dvc import-url s3://...` then `dvc push`; the corpus is
+    DVC-tracked (git ignores it) and reads through paths.corpus."""
+    import gzip
+
+    from tasks.data.corpus import iter_documents
+    from tasks.params import CorpusConfig
+    from tasks.stack.storage import s3_client
+
+    env = weed.env()
+    client = s3_client(env["GENPT_S3_ENDPOINT_URL"], credentials=(weed.access_key, weed.secret_key))
+    text = "It was the best of times, it was the worst of times.\n" * 50
+    client.put_object(Bucket="genpt-dvc", Key="books/a.txt.gz", Body=gzip.compress(text.encode()))
+    repo = _repo(tmp_path / "repo", weed, "recipe")
+    (repo / "data").mkdir()
+    sh(repo, "dvc", "import-url", "s3://genpt-dvc/books", "data/books", **env)
+    assert "2 files pushed" in sh(repo, "dvc", "push").stdout  # the .dir entry and the file
+    assert "/books" in (repo / "data" / ".gitignore").read_text()
+    docs = list(iter_documents([f"{repo}/data/books/*.txt.gz"], CorpusConfig(root="data/books")))
+    assert [d.text for d in docs] == [text]

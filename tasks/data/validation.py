@@ -1,8 +1,9 @@
 """Data validation: Great Expectations suites over the corpus and the labelled data.
 
 One suite per table, run as a GX checkpoint on a pandas frame (ephemeral context):
-  corpus           one row per file: non-empty, valid UTF-8, NUL and control-character
-                   rate, document and line length bounds, duplicate documents;
+  corpus           one row per document (a text file, JSONL line, Parquet row): non-empty,
+                   valid UTF-8, NUL and control-character rate, document and line length
+                   bounds, duplicate documents;
   DATASET/SPLIT    one row per record: required columns non-null, labels in the declared
                    set, choice counts, text lengths; dev/test rows also carry leakage
                    flags (same text in train; text found in the pre-training corpus).
@@ -19,16 +20,17 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from model.schema import REQUIRED, TEXT_FIELDS, required_fields, type_error
-from tasks.data.corpus import corpus_files, decode, line_of
+from tasks.data.corpus import Document, iter_documents, line_of
 from tasks.data.leakage import NgramIndex, leak_flags, record_keys
 from tasks.data.loaders import DatasetError, read_split, split_path, where
 from tasks.errors import GenptError
-from tasks.params import DatasetConfig, ValidateConfig
+from tasks.params import CorpusConfig, DatasetConfig, ValidateConfig
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # not \t \n \r
 SHOW_ROWS = 5  # rows named per failed expectation
@@ -41,12 +43,11 @@ class DataValidationError(GenptError, ValueError):
 # --- frames ----------------------------------------------------------------------------------
 
 
-def read_corpus(files: list[Path]) -> tuple[list[dict], list[str]]:
-    """Per-file facts (one row each) and the decoded texts (BOM, CRLF handled)."""
+def read_corpus(docs: Iterable[Document]) -> tuple[list[dict], list[str]]:
+    """Per-document facts (one row each) and the decoded texts (BOM, CRLF handled)."""
     rows, texts, seen = [], [], {}
-    for f in files:
-        data = f.read_bytes()
-        text, err = decode(data)
+    for doc in docs:
+        f, text, err = doc.name, doc.text, doc.error
         lines = text.split("\n")
         longest = int(np.argmax([len(x) for x in lines]))
         ctrl = CONTROL.search(text)
@@ -55,7 +56,7 @@ def read_corpus(files: list[Path]) -> tuple[list[dict], list[str]]:
         rows.append(
             {
                 "file": str(f),
-                "bytes": len(data),
+                "bytes": doc.nbytes,
                 "chars": len(text.strip()),
                 "utf8_error": err,
                 "longest_line": len(lines[longest]),
@@ -279,9 +280,11 @@ def validate(
     datasets: dict[str, DatasetConfig],
     docs_dir: Path,
     only: dict[str, list[str]] | None = None,
+    reader: CorpusConfig | None = None,
 ) -> tuple[dict, list[str]]:
     """Run every suite; the summary and the failure lines (empty: all passed).
 
+    corpus: paths.corpus, read as `reader` (params' `corpus` section) says.
     only: dataset name -> the splits to check (default: train, dev and test if set).
     """
     import pandas as pd
@@ -291,8 +294,7 @@ def validate(
     failures: list[str] = []
     summary: dict = {"datasets": {}}
 
-    files = corpus_files(corpus)
-    rows, texts = read_corpus(files)
+    rows, texts = read_corpus(iter_documents(corpus, reader, strict=False))
     frame = pd.DataFrame(rows, index=[r["file"] for r in rows])
     res = run_suite(ctx, source, "corpus", frame, corpus_expectations(v))
     at = {"longest_line": "longest_line_at", "nul": "nul_at", "control_rate": "control_at"}

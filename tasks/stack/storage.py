@@ -15,6 +15,20 @@ def endpoint_url(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("GENPT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
 
 
+def _settings(max_attempts: int, timeouts: tuple[float, float]) -> dict:
+    """botocore Config settings: path-style addressing, standard retries, timeouts."""
+    return {
+        "retries": {"total_max_attempts": max_attempts, "mode": "standard"},
+        "s3": {"addressing_style": "path"},
+        "connect_timeout": timeouts[0],
+        "read_timeout": timeouts[1],
+    }
+
+
+def region() -> str:
+    return os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+
+
 def s3_client(
     endpoint: str | None = None,
     max_attempts: int = 5,
@@ -35,13 +49,21 @@ def s3_client(
         endpoint_url=endpoint_url(endpoint),
         aws_access_key_id=key,
         aws_secret_access_key=secret,
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=Config(
-            retries={"total_max_attempts": max_attempts, "mode": "standard"},
-            s3={"addressing_style": "path"},
-            connect_timeout=timeouts[0],
-            read_timeout=timeouts[1],
-        ),
+        region_name=region(),
+        config=Config(**_settings(max_attempts, timeouts)),
+    )
+
+
+def s3_filesystem(max_attempts: int = 5, timeouts: tuple[float, float] = (5, 60)):
+    """The same client's settings as an fsspec filesystem (s3fs), for streamed reads of
+    s3:// URLs (the corpus); credentials from the environment, as s3_client's."""
+    import s3fs
+
+    return s3fs.S3FileSystem(
+        endpoint_url=endpoint_url(),
+        client_kwargs={"region_name": region()},
+        config_kwargs=_settings(max_attempts, timeouts),
+        skip_instance_cache=True,  # a fresh one: the environment may have changed
     )
 
 
