@@ -30,12 +30,14 @@ RUN --mount=type=cache,target=/root/.cache/pip mkdir model tasks flows \
     && touch README.md model/__init__.py tasks/__init__.py flows/__init__.py \
     && pip install . -c constraints.txt \
     && pip uninstall -y genpt
-# The code itself: a small, fast layer.
+
+# --- code: genpt itself under /opt/code, merged into the venv by a small last layer --------
+FROM build AS code
 COPY README.md ./
 COPY model model
 COPY tasks tasks
 COPY flows flows
-RUN --mount=type=cache,target=/root/.cache/pip pip install --no-deps .
+RUN --mount=type=cache,target=/root/.cache/pip pip install --no-deps --prefix /opt/code .
 
 # --- runtime: the venv, git for DVC, a non-root user, the workspace -------------------------
 FROM ${PYTHON_IMAGE}
@@ -46,7 +48,9 @@ RUN apt-get update \
     && useradd --create-home --uid 1000 genpt \
     && mkdir /workspace \
     && chown 1000:1000 /workspace
+# the dependencies (a big layer, cached), then the code (small: a code change rebuilds only it)
 COPY --from=build /opt/venv /opt/venv
+COPY --from=code /opt/code/ /opt/venv/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \

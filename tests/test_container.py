@@ -36,7 +36,7 @@ def test_installs_the_way_the_readme_does():
     readme = (ROOT / "README.md").read_text()
     setup = re.search(r"pip install (torch==\S+) && pip install -e \. -c constraints.txt", readme)
     assert setup, "README's set-up command changed: update the Dockerfile and this test"
-    runs = [args for ins, args in _instructions() if ins == "RUN"]
+    runs = [re.sub(r"^(--\S+\s+)+", "", a) for i, a in _instructions() if i == "RUN"]  # no --mount
     assert any(f"pip install {setup.group(1)}" == r for r in runs), runs
     assert any(re.search(r"pip install \. -c constraints.txt", r) for r in runs), runs
     assert "onnxruntime-gpu" in (ROOT / "pyproject.toml").read_text()
