@@ -91,7 +91,9 @@ def open_bundle(src: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
 
     src: a bundle directory (artifacts/export, a registry's models/NAME/VERSION), a
     registry's models/NAME/latest pointer file, or s3://BUCKET/models/NAME/VERSION|latest
-    (downloaded once into cache_dir/BUCKET/models/NAME/VERSION and re-verified on use).
+    (downloaded into cache_dir/BUCKET/models/NAME/VERSION, and used again while its
+    manifest is the store's and its files verify: a cache filled from another store, or
+    before a version was re-published, is downloaded again).
     """
     from tasks.stack.storage import parse_s3_uri
 
@@ -101,7 +103,8 @@ def open_bundle(src: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
         base, _, version = key.strip("/").rpartition("/")
         version = resolve(store, base, version)
         dest = Path(cache_dir, bucket, base, version)
-        if (dest / MANIFEST).is_file():
+        cached, remote = dest / MANIFEST, store.get_bytes(f"{base}/{version}/{MANIFEST}")
+        if cached.is_file() and cached.read_bytes() == remote:
             try:
                 verify_dir(dest)
                 return dest  # cached and intact
