@@ -291,29 +291,35 @@ def pipeline(
     log (and the console with -v). Without PREFECT_API_URL the flow runs on Prefect's
     ephemeral server.
     """
-    # the ephemeral server's first start migrates its database: slow on a loaded machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    path = Path(params)
+    if not path.is_file():
+        raise typer.BadParameter(f"{path}: no such file", param_hint="--params")
+    own = path.name == "params.yaml"
+
+    from flows.server import ephemeral_api
+
+    server = ephemeral_api()  # without an API URL: boots while the flow's code is imported
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.pipeline import StageFailed, WorkspaceBusy
     from flows.pipeline import pipeline as flow
 
     if not logs.verbose():  # Prefect's lines stay in its API log; errors are printed below
         logs.console_without("prefect")
-
-    path = Path(params)
-    if not path.is_file():
-        raise typer.BadParameter(f"{path}: no such file", param_hint="--params")
-    own = path.name == "params.yaml"
+    # the server's first start migrates its database: slow on a loaded machine
+    wait = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120))
     try:
-        out = flow(
-            preset=preset,
-            lm_coef=lm_coef,
-            steps=steps,
-            datasets=dataset,
-            overrides=set_,
-            force=force,
-            workspace=str(path.parent) if own else ".",
-            params_file=None if own else str(path),
-        )
+        with temporary_settings({PREFECT_API_URL: server.wait(wait)} if server else {}):
+            out = flow(
+                preset=preset,
+                lm_coef=lm_coef,
+                steps=steps,
+                datasets=dataset,
+                overrides=set_,
+                force=force,
+                workspace=str(path.parent) if own else ".",
+                params_file=None if own else str(path),
+            )
     except (StageFailed, WorkspaceBusy) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
