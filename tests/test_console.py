@@ -10,12 +10,11 @@ import re
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
 from tasks import logs
-from tests.conftest import clone_repo
+from tests.conftest import ROOT, TINY, genpt_pipeline, workspace_copy
 
 MAX_LINES = 60  # the whole console output of a default-shaped run
 NOISE = re.compile(
@@ -24,45 +23,27 @@ NOISE = re.compile(
 )
 
 
-def _pipeline(ws: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "GENPT_LOG"))}
-    env.update(PREFECT_HOME=str(ws.parent / "prefect-home"), PYTHONPATH=str(ws))
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
-    return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "pipeline", *args],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-
-
 @pytest.mark.slow
 def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
-    tmp_path, tiny_overrides
+    pipeline_run, tmp_path
 ):
-    ws = tmp_path / "ws"
-    clone_repo(ws)
-    sets = [o for o in tiny_overrides if not o.startswith("paths.artifacts")]
-    sets = [x for o in sets for x in ("-S", o)]
-    before = (ws / "params.yaml").read_text()
-
-    r = _pipeline(ws, *sets)
-    console = (r.stdout + r.stderr).splitlines()
-    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads((pipeline_run / "console.json").read_text())  # `genpt pipeline -S TINY`
+    console = (run["stdout"] + run["stderr"]).splitlines()
+    assert run["returncode"] == 0, run["stderr"][-3000:]
     assert len(console) <= MAX_LINES, "\n".join(console)
     assert not [ln for ln in console if NOISE.search(ln)], "\n".join(console)
-    out = r.stdout
+    out = run["stdout"]
     for line in ("stages: ", "pre-training: val loss", "datasets (dev", "gate: passed"):
         assert line in out, out
+    ws = workspace_copy(pipeline_run, tmp_path / "ws")
     n_stages = len(json.loads((ws / "artifacts" / "run.json").read_text())["stages"])
     assert f"stages: {n_stages} ran, 0 up to date" in out
     assert re.search(r"^  authors\s+accuracy\s+\d+\.\d", out, re.M), out  # a dataset row
     assert re.search(r"^published: \S+ \(local: no S3 endpoint configured", out, re.M), out
-    assert (ws / "params.yaml").read_text() == before  # the -S values were for this run
+    assert (ws / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()  # -S: this run
 
     # `genpt status` reads the same files; with the same params it prints the same summary
+    sets = [x for o in TINY for x in ("-S", o)]
     st = subprocess.run(
         [sys.executable, "-m", "tasks.cli", "status", *sets],
         cwd=ws, env=dict(os.environ, PYTHONPATH=str(ws)), capture_output=True, text=True,
@@ -73,7 +54,7 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
     dev = ws / "data/finetune/authors/dev.jsonl"
     rows = dev.read_text().splitlines()
     dev.write_text("\n".join([json.dumps(json.loads(rows[0]) | {"label": "nobody"}), *rows[1:]]))
-    r = _pipeline(ws, *sets)
+    r = genpt_pipeline(ws, *sets)
     console = (r.stdout + r.stderr).splitlines()
     assert r.returncode == 1
     assert len(console) <= MAX_LINES, "\n".join(console)
