@@ -109,7 +109,7 @@ def scan_corpus(docs: Iterable[Document], index: EvalNgrams | None = None) -> li
     """One row of facts per document, in corpus order; marks the eval n-grams found in
     `index`. A document whose digest an earlier one has is a duplicate of it."""
     rows, seen = [], {}
-    workers = len(os.sched_getaffinity(0))
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     for batch, (out, found) in _results(docs, index, workers):
         if index is not None:
             index.mark(list(found))
