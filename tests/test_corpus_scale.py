@@ -95,3 +95,37 @@ def test_validate_memory_does_not_grow_with_the_corpus(shared_data, tmp_path):
         peaks.append(peak)
     assert peaks[0] < 1.5 * 2**30
     assert peaks[1] <= 1.25 * peaks[0] + 60 * 2**20, peaks
+
+
+def test_workers_find_what_the_main_process_finds(tmp_path, monkeypatch):
+    """The worker pool (forced on a small corpus) gives the same rows and eval n-grams as
+    the in-process scan, and a bad file met mid-stream still stops it with its name."""
+    import gzip
+
+    from tasks.data import scan
+    from tasks.data.corpus import CorpusError, iter_documents
+    from tasks.data.leakage import EvalNgrams
+
+    leak = "the old lighthouse keeper counted every ship that passed the rocky northern cape"
+    texts = [f"Document {i}: some words about nothing in particular, number {i}." for i in range(9)]
+    texts += [texts[2], f"Chapter.\n{leak.upper()}, again.\n", "bell\x07 here\nand \x00 there"]
+    for i, t in enumerate(texts):
+        (tmp_path / f"d{i:02d}.txt").write_text(t)
+    corpus = [str(tmp_path / "*.txt")]
+
+    def run(workers: bool):
+        monkeypatch.setattr(scan, "INLINE_BYTES", 0 if workers else 1 << 40)
+        monkeypatch.setattr(scan, "BATCH_BYTES", 100)  # a batch per document or two
+        index = EvalNgrams([leak, "a sentence that is nowhere in the corpus at all"], 8)
+        return scan.scan_corpus(iter_documents(corpus, strict=False), index), index
+
+    (rows, index), (rows_w, index_w) = run(False), run(True)
+    assert rows_w == rows and (index_w.found == index.found).all()
+    assert [r["duplicate_of"] for r in rows].count(str(tmp_path / "d02.txt")) == 1
+    assert rows[-1]["nul_at"] == "line 2" and rows[-1]["control_at"] == "line 1"
+    assert list(index.shares([leak, "a sentence that is nowhere in the corpus at all"])) == [1, 0]
+    data = gzip.compress(b"more text\n" * 1000)
+    (tmp_path / "zz.txt.gz").write_bytes(data[: len(data) // 2])
+    corpus.append(str(tmp_path / "*.gz"))
+    with pytest.raises(CorpusError, match=r"zz.txt.gz: cannot read: Truncated"):
+        run(True)
