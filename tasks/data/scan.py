@@ -24,6 +24,7 @@ from tasks.data.leakage import EvalNgrams
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # not \t \n \r
 BATCH_BYTES = 4 << 20  # text per task sent to a worker
 INLINE_BYTES = 16 << 20  # a corpus smaller than this is scanned without workers
+MAX_WORKERS = 8  # ~22 MB/s each: more would wait on the one reader (~100 MB/s)
 
 _index: EvalNgrams | None = None  # the worker's copy of the eval n-grams
 
@@ -109,7 +110,8 @@ def scan_corpus(docs: Iterable[Document], index: EvalNgrams | None = None) -> li
     """One row of facts per document, in corpus order; marks the eval n-grams found in
     `index`. A document whose digest an earlier one has is a duplicate of it."""
     rows, seen = [], {}
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(cpus or 1, MAX_WORKERS)
     for batch, (out, found) in _results(docs, index, workers):
         if index is not None:
             index.mark(list(found))
