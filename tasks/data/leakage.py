@@ -108,15 +108,15 @@ def _ngrams(ids: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, ...
 class EvalNgrams:
     """The word n-grams of the eval texts, and which of them the scanned corpus holds.
 
-    Words are numbered by their place among the eval texts' words, and hashed by
-    `words` (not by Python's salted hash), so worker processes given the index find the
+    Words are hashed by `words` (not by Python's salted hash) and numbered by their place
+    in the eval texts' vocabulary, so worker processes given the index find the
     same n-grams. Memory: 8 bytes per distinct eval word and per distinct eval n-gram.
     """
 
     def __init__(self, texts: Iterable[str], n: int) -> None:
-        self.n = n
         import pandas as pd  # its hash-table Index looks ids up ~7x faster than searchsorted
 
+        self.n = n
         distinct = list(dict.fromkeys(texts))
         self.vocab = pd.Index(np.unique(words("\n".join(distinct))[0]))
         self.table = pd.Index(np.unique(self._grams(distinct)[0]))
