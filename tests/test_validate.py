@@ -93,26 +93,38 @@ def test_eval_text_found_in_corpus(tmp_path):
         validate.run(p)
 
 
+def corpus_index(corpus: list[str], texts: list[str], n: int) -> leakage.EvalNgrams:
+    """The n-grams of `texts`, with those found in the `corpus` documents marked."""
+    idx = leakage.EvalNgrams(texts, n)
+    for doc in corpus:
+        idx.mark(idx.scan(doc))
+    return idx
+
+
 def test_multiple_choice_choice_found_in_corpus_is_flagged():
     """An answer choice copied from the corpus leaks the answer: flagged like a text field."""
-    idx = leakage.NgramIndex(["then the old keeper climbed the stairs and lit the great lamp"], 4)
+    corpus = ["then the old keeper climbed the stairs and lit the great lamp"]
     rows = [
         {"context": "a", "question": "b", "choices": ["no", "the keeper climbed the stairs"]},
         {"context": "a", "question": "b", "choices": ["no", "he went home to sleep"]},
         {"context": "a", "question": "b", "choices": ["he climbed the stairs and lit it"]},
     ]
+    idx = corpus_index(corpus, leakage.eval_texts(rows, "multiple_choice"), 4)
     _, in_corpus, stats = leakage.leak_flags(rows, "multiple_choice", (set(), set()), idx, 0.8)
     assert in_corpus == [False, False, False]  # "the keeper climbed": not a corpus 4-gram
     rows[0]["choices"][1] = "the old keeper climbed the stairs"
+    idx = corpus_index(corpus, leakage.eval_texts(rows, "multiple_choice"), 4)
     _, in_corpus, stats = leakage.leak_flags(rows, "multiple_choice", (set(), set()), idx, 0.8)
     assert in_corpus == [True, False, False] and stats["leak_corpus"] == 1
 
 
 def test_ngram_index_shares():
-    idx = leakage.NgramIndex(["one two three four five six seven eight nine ten"], 4)
-    s = idx.shares(["Two, three FOUR five six", "two three four nine", "short text", ""])
+    texts = ["Two, three FOUR five six", "two three four nine", "short text", ""]
+    idx = corpus_index(["one two three four five six seven eight nine ten", "x"], texts, 4)
+    s = idx.shares(texts)
     assert s[0] == 1.0 and s[1] == 0.0
     assert s[2] != s[2] and s[3] != s[3]  # nan: under n words
+    assert list(idx.shares(["six seven eight nine ten"])) == [0.0]  # not indexed: not found
 
 
 @pytest.mark.slow

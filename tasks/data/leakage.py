@@ -1,20 +1,22 @@
-"""Leakage checks: duplicate keys of records and a word n-gram index of the corpus.
+"""Leakage checks: duplicate keys of records, and eval texts found in the corpus.
 
 A dev or test record leaks when its text is a train record's (exact, or normalized:
-lower case, punctuation removed), or when enough of its n-grams occur in the
-pre-training corpus.
+lower case, punctuation removed), or when enough of its word n-grams occur in the
+pre-training corpus. The corpus is too big to index; the eval texts are not. So
+EvalNgrams indexes the n-grams of the eval texts, and the corpus is scanned through it
+one document at a time (tasks/data/scan.py), marking the n-grams it holds.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
 from model.schema import TEXT_FIELDS
 
 NON_WORD = re.compile(r"[\W_]+")
-WORD = re.compile(r"[^\W_]+")
 
 
 def normalize(text: str) -> str:
@@ -40,53 +42,133 @@ def record_keys(records: list[dict], task_type: str) -> tuple[list[str], list[st
     return exact, norm
 
 
-def ngrams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of the word n-grams of normalized texts, and the index of the text of each."""
-    ids = [np.fromiter(map(hash, WORD.findall(t.lower())), np.int64) for t in texts]
-    lens = np.array([len(a) for a in ids], np.int64)
-    flat = np.concatenate(ids).astype(np.uint64) if ids else np.zeros(0, np.uint64)
-    owner = np.repeat(np.arange(len(texts)), lens)
-    m = len(flat) - n + 1
-    if m <= 0:
+CHUNK = 1 << 20  # characters hashed at a time: bounds the arrays of a long document
+_ASCII_WORD = np.array([chr(c).isalnum() for c in range(128)])
+_ASCII_LOWER = np.array([ord(chr(c).lower()) for c in range(128)], np.uint32)
+_B = 1_000_003  # odd, so invertible mod 2**64
+
+
+def _powers(b: int, k: int) -> np.ndarray:
+    """b**0 .. b**(k-1) mod 2**64."""
+    return np.concatenate([[np.uint64(1)], np.cumprod(np.full(k - 1, b, np.uint64))])
+
+
+_POW, _INV = _powers(_B, CHUNK + 4096), _powers(pow(_B, -1, 2**64), CHUNK + 4096)
+
+
+def _chunk_words(text: str) -> tuple[np.ndarray, np.ndarray]:
+    c = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+    ascii_ = c < 128
+    word, low = _ASCII_WORD[c & 127], _ASCII_LOWER[c & 127]
+    if not ascii_.all():  # the few distinct other characters, classified by Python
+        u, inv = np.unique(c[~ascii_], return_inverse=True)
+        ch = [chr(x) for x in u]
+        word[~ascii_] = np.array([x.isalnum() for x in ch])[inv]
+        low[~ascii_] = np.array([ord(y) if len(y := x.lower()) == 1 else ord(x) for x in ch])[inv]
+    edge = np.diff(np.concatenate([[0], word.view(np.int8), [0]]))
+    start, end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    with np.errstate(over="ignore"):  # polynomial hashes of the words, mod 2**64
+        prefix = np.concatenate([[np.uint64(0)], np.cumsum(low * _POW[: len(c)])])
+        return (prefix[end] - prefix[start]) * _INV[start], start
+
+
+def words(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes and start offsets of a text's words: runs of letters and digits
+    (str.isalnum, the regex [^\\W_]+), lower case. numpy, with no Python object per word."""
+    hashes, starts, i = [], [], 0
+    while i < len(text):
+        j = min(i + CHUNK, len(text))
+        if j < len(text):  # cut where no word goes on
+            m = NON_WORD.search(text, j, j + 4096)
+            j = m.start() if m else j
+        h, s = _chunk_words(text[i:j])
+        hashes.append(h)
+        starts.append(s + i)
+        i = j
+    if not hashes:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    h = np.zeros(m, np.uint64)
+    return np.concatenate(hashes), np.concatenate(starts)
+
+
+def _ngrams(ids: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Hashes (mod 2**64) of the n-grams of word ids that do not cross two owners, their
+    owners, and whether all their words are known (id -1: no eval text has the word)."""
+    m = len(ids) - n + 1
+    if m <= 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, bool)
+    x, h = ids.astype(np.uint64), np.zeros(m, np.uint64)
     with np.errstate(over="ignore"):
-        for k in range(n):  # polynomial hash of words k..k+n-1, wrapping mod 2**64
-            h = h * np.uint64(1_000_003) + flat[k : k + m]
-    inside = owner[:m] == owner[n - 1 :]  # n-grams that do not cross two texts
-    return h[inside], owner[:m][inside]
+        for k in range(n):
+            h = h * np.uint64(_B) + x[k : k + m]
+    unknown = np.concatenate([[0], np.cumsum(ids < 0)])
+    inside = owner[:m] == owner[n - 1 :]
+    return h[inside], owner[:m][inside], (unknown[n:] == unknown[:-n])[inside]
 
 
-class NgramIndex:
-    """Word n-grams of the pre-training corpus, for 'eval text found in corpus' checks."""
+class EvalNgrams:
+    """The word n-grams of the eval texts, and which of them the scanned corpus holds.
 
-    def __init__(self, texts: list[str], n: int) -> None:
+    Words are hashed by `words` (not by Python's salted hash) and numbered by their place
+    in the eval texts' vocabulary, so worker processes given the index find the
+    same n-grams. Memory: 8 bytes per distinct eval word and per distinct eval n-gram.
+    """
+
+    def __init__(self, texts: Iterable[str], n: int) -> None:
+        import pandas as pd  # its hash-table Index looks ids up ~7x faster than searchsorted
+
         self.n = n
-        self.table = np.sort(ngrams(texts, n)[0])  # repeats are harmless to searchsorted
+        distinct = list(dict.fromkeys(texts))
+        self.vocab = pd.Index(np.unique(words("\n".join(distinct))[0]))
+        self.table = pd.Index(np.unique(self._grams(distinct)[0]))
+        self.found = np.zeros(len(self.table), bool)
+
+    def _grams(self, texts: list[str]) -> tuple[np.ndarray, ...]:
+        """_ngrams of texts (each its own owner) with the eval texts' word ids."""
+        h, start = words("\n".join(texts))
+        ends = np.cumsum([len(t) + 1 for t in texts])
+        owner = np.searchsorted(ends, start, side="right")
+        return _ngrams(self.vocab.get_indexer(h), owner, self.n)
+
+    def _rows(self, h: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Per n-gram hash, its row in the table, or -1."""
+        rows = np.full(len(h), -1)
+        rows[known] = self.table.get_indexer(h[known])
+        return rows
+
+    def scan(self, text: str) -> np.ndarray:
+        """The table rows of the eval n-grams that occur in one corpus document."""
+        h, _, known = self._grams([text])
+        rows = self._rows(h, known)
+        return np.unique(rows[rows >= 0])
+
+    def mark(self, rows) -> None:
+        self.found[rows] = True
 
     def shares(self, texts: list[str]) -> np.ndarray:
-        """Per text, the share of its n-grams found in the corpus (nan: under n words)."""
+        """Per eval text (one given to the constructor), the share of its n-grams found in
+        the scanned corpus (nan: under n words; an n-gram not indexed counts as not found)."""
         first: dict[str, int] = {}  # each distinct text is looked up once
         which = [first.setdefault(t, len(first)) for t in texts]
-        return self._shares(list(first))[which]
-
-    def _shares(self, texts: list[str]) -> np.ndarray:
-        h, owner = ngrams(texts, self.n)
-        order = np.argsort(h)  # sorted queries walk the table in order: fewer cache misses
-        h, owner = h[order], owner[order]
-        total = np.bincount(owner, minlength=len(texts))
-        i = np.searchsorted(self.table, h).clip(max=max(len(self.table) - 1, 0))
-        found = self.table[i] == h if len(self.table) else np.zeros(len(h), bool)
-        hits = np.bincount(owner, weights=found, minlength=len(texts))
+        h, owner, known = self._grams(list(first))
+        rows = self._rows(h, known)
+        found = np.append(self.found, False)[rows]  # row -1: not found
+        hits = np.bincount(owner, weights=found, minlength=len(first))
+        total = np.bincount(owner, minlength=len(first))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, hits / total, np.nan)
+            return np.where(total > 0, hits / total, np.nan)[which]
+
+
+def eval_texts(records: list[dict], task_type: str) -> list[str]:
+    """The texts of records that leak_flags looks up: every text field, every choice."""
+    texts = [str(r.get(f) or "") for f in TEXT_FIELDS[task_type] for r in records]
+    return texts + [str(c) for r in records for c in r.get("choices") or []]
 
 
 def leak_flags(
     records: list[dict],
     task_type: str,
     train_keys: tuple[set, set],
-    index: NgramIndex | None,
+    index: EvalNgrams | None,
     share: float,
 ) -> tuple[list[bool], list[bool], dict]:
     """Per record: same text as a train record (exact or normalized); text found in corpus

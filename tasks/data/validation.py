@@ -3,7 +3,8 @@
 One suite per table, run as a GX checkpoint on a pandas frame (ephemeral context):
   corpus           one row per document (a text file, JSONL line, Parquet row): non-empty,
                    valid UTF-8, NUL and control-character rate, document and line length
-                   bounds, duplicate documents;
+                   bounds, duplicate documents. The facts are computed while the corpus
+                   streams past, in worker processes (scan.py): GX never sees the text;
   DATASET/SPLIT    one row per record: required columns non-null, labels in the declared
                    set, choice counts, text lengths; dev/test rows also carry leakage
                    flags (same text in train; text found in the pre-training corpus).
@@ -17,22 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from model.schema import REQUIRED, TEXT_FIELDS, required_fields, type_error
-from tasks.data.corpus import Document, iter_documents, line_of
-from tasks.data.leakage import NgramIndex, leak_flags, record_keys
+from tasks.data.corpus import iter_documents
+from tasks.data.leakage import EvalNgrams, eval_texts, leak_flags, record_keys
 from tasks.data.loaders import DatasetError, read_split, split_path, where
+from tasks.data.scan import scan_corpus
 from tasks.errors import GenptError
 from tasks.params import CorpusConfig, DatasetConfig, ValidateConfig
 
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # not \t \n \r
 SHOW_ROWS = 5  # rows named per failed expectation
 
 
@@ -41,35 +40,6 @@ class DataValidationError(GenptError, ValueError):
 
 
 # --- frames ----------------------------------------------------------------------------------
-
-
-def read_corpus(docs: Iterable[Document]) -> tuple[list[dict], list[str]]:
-    """Per-document facts (one row each) and the decoded texts (BOM, CRLF handled)."""
-    rows, texts, seen = [], [], {}
-    for doc in docs:
-        f, text, err = doc.name, doc.text, doc.error
-        lines = text.split("\n")
-        longest = int(np.argmax([len(x) for x in lines]))
-        ctrl = CONTROL.search(text)
-        key = hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
-        first = seen.setdefault(key, str(f))
-        rows.append(
-            {
-                "file": str(f),
-                "bytes": doc.nbytes,
-                "chars": len(text.strip()),
-                "utf8_error": err,
-                "longest_line": len(lines[longest]),
-                "longest_line_at": f"line {longest + 1}",
-                "nul": text.count("\x00"),
-                "nul_at": f"line {line_of(text, text.index(chr(0)))}" if "\x00" in text else None,
-                "control_rate": len(CONTROL.findall(text)) / max(len(text), 1),
-                "control_at": f"line {line_of(text, ctrl.start())}" if ctrl else None,
-                "duplicate_of": None if first == str(f) else first,
-            }
-        )
-        texts.append(text)
-    return rows, texts
 
 
 def corpus_expectations(v: ValidateConfig) -> list:
@@ -294,7 +264,25 @@ def validate(
     failures: list[str] = []
     summary: dict = {"datasets": {}}
 
-    rows, texts = read_corpus(iter_documents(corpus, reader, strict=False))
+    # The labelled splits are small: read them first, index their eval texts' n-grams,
+    # then stream the corpus once through that index (tasks/data/scan.py).
+    splits: dict[tuple[str, str], list[dict] | DatasetError] = {}
+    for name, cfg in datasets.items():
+        for split in (only or {}).get(name, ("train", "dev", "test")):
+            if split_path(cfg, split) is not None:
+                try:
+                    splits[name, split] = read_split(cfg, split)
+                except DatasetError as e:
+                    splits[name, split] = e
+    texts = (
+        t
+        for (name, split), recs in splits.items()
+        if split != "train" and not isinstance(recs, DatasetError)
+        for t in eval_texts(recs, datasets[name].task_type)
+    )
+    index = EvalNgrams(texts, v.leak_ngram) if datasets else None
+
+    rows = scan_corpus(iter_documents(corpus, reader, strict=False), index)
     frame = pd.DataFrame(rows, index=[r["file"] for r in rows])
     res = run_suite(ctx, source, "corpus", frame, corpus_expectations(v))
     at = {"longest_line": "longest_line_at", "nul": "nul_at", "control_rate": "control_at"}
@@ -306,20 +294,17 @@ def validate(
         "max_control_rate": float(frame["control_rate"].max()),
         "max_line_chars": int(frame["longest_line"].max()),
     }
-    index = NgramIndex(texts, v.leak_ngram) if datasets else None
-    del texts
+    del rows, frame
     t1 = time.perf_counter()
 
     for name, cfg in datasets.items():
         stats, train_keys = {}, (set(), set())
         for split in (only or {}).get(name, ("train", "dev", "test")):
-            path = split_path(cfg, split)
-            if path is None:
+            if (name, split) not in splits:
                 continue
-            try:
-                records = read_split(cfg, split)
-            except DatasetError as e:
-                failures.append(f"{name}/{split}: {e}")
+            path, records = split_path(cfg, split), splits[name, split]
+            if isinstance(records, DatasetError):
+                failures.append(f"{name}/{split}: {records}")
                 continue
             labels, cols = split_rows(records, cfg.task_type, cfg.labels)
             st = {"rows": len(records), "skipped_rows": getattr(records, "skipped", 0)}
