@@ -181,6 +181,8 @@ def test_stage_writes_shards_and_manifest_and_reruns_as_a_no_op(tmp_path):
     assert [a.size for a in shards["train"]] == [e["tokens"] for e in m["train"]]
     assert len(shards["train"]) > 1 and shards["train"][0].size == 1000
     train = np.concatenate(shards["train"])
+    loaded = tokens.load_shards(load_params("params.yaml", over), "train")  # pretrain reads
+    assert all(np.array_equal(x, y) for x, y in zip(loaded.shards, shards["train"], strict=True))
     assert out["tokens"] == sum(a.size for s in shards.values() for a in s)
     assert out["encode_mb_per_s"] > 0 and out["documents"] == 2
     assert (train == m["eot"]).sum() == 2  # one end-of-text per document
@@ -209,8 +211,8 @@ def out_tokens(out: dict) -> dict:
 @pytest.mark.slow
 def test_tokenize_memory_does_not_grow_with_the_corpus(tmp_path, shared_data):
     """`genpt tokenize` on ~50 MB of distinct documents, then on 4x that: the peak RSS of
-    all its processes stays under RSS_BOUND_GB and grows by less than a quarter of the
-    added text (holding the corpus, even once, fails)."""
+    all its processes stays under RSS_BOUND_GB and grows by less than half the added text
+    (measured: 0.62 -> 0.66 GB; holding the corpus's text once: 0.71 -> 1.01 GB, fails)."""
     import sys
 
     from bench.corpus_scale import make_corpus, run_stage
@@ -229,4 +231,4 @@ def test_tokenize_memory_does_not_grow_with_the_corpus(tmp_path, shared_data):
     m = json.loads((d / "art" / "tokens" / "manifest.json").read_text())
     assert len(m["train"]) > 10  # 4M-token shards
     assert peaks[1] < RSS_BOUND_GB, peaks
-    assert peaks[1] - peaks[0] < added_gb / 4, peaks
+    assert peaks[1] - peaks[0] < added_gb / 2, peaks
