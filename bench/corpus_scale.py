@@ -11,7 +11,9 @@ and paths.artifacts there. A document is about --doc-mb of paragraphs drawn at r
 validation's leakage check passes), tinyshakespeare and WikiText-2, with its own heading:
 no two documents are equal. Peak memory is reported twice: the largest single process
 (wait4's ru_maxrss) and the sum over the stage's process tree (psutil, sampled every
-0.2 s; the figure the machine feels). Prints a table and writes DIR/corpus_scale.json.
+0.2 s; the figure the machine feels) of PSS, which splits shared pages among the processes
+that share them (RSS would count a forked child's pages twice before it execs). Prints a
+table and writes DIR/corpus_scale.json.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def make_corpus(d: Path, gb: float, shared: Path, doc_mb: float) -> int:
 
 
 def run_stage(cmd: list[str], log: Path) -> dict:
-    """Run cmd; its wall time, exit code and peak RSS (largest process, and tree sum)."""
+    """Run cmd; its wall time, CPU time, exit code and peak memory (the largest process's
+    RSS, and the process tree's PSS)."""
     import psutil
 
     peak = [0]
@@ -82,7 +85,7 @@ def run_stage(cmd: list[str], log: Path) -> dict:
             while not stop.wait(0.2):
                 try:
                     procs = [proc, *proc.children(recursive=True)]
-                    peak[0] = max(peak[0], sum(q.memory_info().rss for q in procs))
+                    peak[0] = max(peak[0], sum(q.memory_full_info().pss for q in procs))
                 except psutil.Error:
                     pass
 
@@ -97,7 +100,7 @@ def run_stage(cmd: list[str], log: Path) -> dict:
         "wall_s": round(time.perf_counter() - t0, 1),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # the tree's: load-independent
         "max_process_rss_gb": round(usage.ru_maxrss / 2**20, 2),  # KiB -> GiB
-        "tree_rss_gb": round(peak[0] / 2**30, 2),
+        "tree_pss_gb": round(peak[0] / 2**30, 2),
     }
 
 
@@ -132,11 +135,11 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), flush=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
-    print("| GB | stage | rc | wall s | MB/s | CPU s | max process RSS GB | tree RSS GB |")
+    print("| GB | stage | rc | wall s | MB/s | CPU s | max process RSS GB | tree PSS GB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['gb']:g} | {r['stage']} | {r['rc']} | {r['wall_s']} | {r['mb_per_s']} "
-              f"| {r['cpu_s']} | {r['max_process_rss_gb']} | {r['tree_rss_gb']} |")  # fmt: skip
+              f"| {r['cpu_s']} | {r['max_process_rss_gb']} | {r['tree_pss_gb']} |")  # fmt: skip
     (a.dir / "corpus_scale.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 

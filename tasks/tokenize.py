@@ -60,8 +60,7 @@ def cpu_s() -> float:
 
 
 def run(params: Params) -> dict:
-    from model.data import token_dtype
-    from model.tokenizer import EOT, save_tokenizer, train_tokenizer
+    from model.tokenizer import EOT, save_tokenizer, token_dtype, train_tokenizer
 
     cfg, val_fraction = params.tokenizer, params.paths.val_fraction
     want = inputs(params)
