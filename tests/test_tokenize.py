@@ -15,7 +15,7 @@ from tasks.bundle.manifest import sha256_file
 from tasks.data import corpus, tokens
 from tasks.params import load_params
 
-MEMORY_BOUND_GB = 1.5  # tokenize, any corpus size (the issue's target: 3 GB)
+MEMORY_BOUND_GB = 1.0  # tokenize, any corpus size (the issue's target: 3 GB)
 TEXT = "The quick brown fox jumps over the lazy dog.\n" * 50
 
 
@@ -212,7 +212,7 @@ def out_tokens(out: dict) -> dict:
 def test_tokenize_memory_does_not_grow_with_the_corpus(tmp_path, shared_data):
     """`genpt tokenize` on ~50 MB of distinct documents, then on 4x that: the peak memory
     (PSS) of all its processes stays under MEMORY_BOUND_GB and grows by less than half the
-    added text (measured: MEASURED; holding the corpus's text once: SABOTAGE, fails)."""
+    added text (measured: 0.37 -> 0.38 GB; holding the corpus's text once: 0.45 -> 0.74 GB)."""
     import sys
 
     from bench.corpus_scale import make_corpus, run_stage
