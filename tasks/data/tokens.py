@@ -141,10 +141,10 @@ class ShardWriter:
         while ids.size:
             if not self.room:
                 self._open()
-            data = ids[: self.room].astype(self.dtype, copy=False).tobytes()
+            n = min(self.room, ids.size)
+            data = ids[:n].astype(self.dtype, copy=False).tobytes()
             self.file.write(data)
             self.hash.update(data)
-            n = min(self.room, ids.size)
             self.room -= n
             self.shards[-1]["tokens"] += n
             self.tokens += n
