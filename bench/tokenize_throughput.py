@@ -3,10 +3,11 @@
     PYTHONPATH=. python bench/tokenize_throughput.py [--shared ../shared/data] [--vocab-size 8192]
 
 Corpus: tinyshakespeare + the Gutenberg books + WikiText-2 (~18 MB). Encodes with the
-stage's encoder (tasks/data/tokens.py: encode_docs: tiktoken on all cores, a sample checked
-against the HF tokenizer), then on one thread, then with the HF tokenizer alone (batch,
-all cores, and one thread) for comparison, and checks that all four give the same ids.
-Prints MB/s and tokens/s.
+stage's encoder (tasks/data/tokens.py: encode_corpus: tiktoken in a process pool, a sample
+checked against the HF tokenizer, written to shards) on all cores, then with one worker,
+then with the HF tokenizer alone (batch, all cores, and one thread) for comparison, and
+checks that all four give the same ids. Prints MB/s and tokens/s. Worker start-up (~2 s)
+counts: at this size it is a large share (bench/corpus_scale.py measures at scale).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ os.environ["TOKENIZERS_PARALLELISM"] = "true"
 
 
 def main() -> None:
+    import tempfile
+
     import numpy as np
 
-    from model.tokenizer import train_tokenizer
-    from tasks.data.corpus import read_document
-    from tasks.data.tokens import chunks, encode_docs
+    from model.tokenizer import EOT, train_tokenizer
+    from tasks.data.corpus import Document, read_document
+    from tasks.data.tokens import chunks, encode_corpus
 
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser()
@@ -51,25 +54,34 @@ def main() -> None:
     tok = train_tokenizer(docs, a.vocab_size, 2)
     print(f"tokenizer training (vocab {len(tok)}): {time.perf_counter() - t:.1f} s")
 
-    dtype = np.dtype(np.uint16)
-    pieces = [p for d in docs for p in chunks(d)]
+    dtype, eot = np.dtype(np.uint16), tok.convert_tokens_to_ids(EOT)
+    pieces = [(p, i == len(ps) - 1) for d in docs for ps in [chunks(d)] for i, p in enumerate(ps)]
     hf = tok.backend_tokenizer
 
-    def stage(threads):
-        return np.concatenate(encode_docs(tok, docs, dtype, threads)[0])
+    def stage(workers):  # val_fraction 0: every document is train text
+        with tempfile.TemporaryDirectory() as d:
+            out = encode_corpus(
+                [Document(str(f), t) for f, t in zip(files, docs, strict=True)], tok, Path(d),
+                dtype=dtype, eot=eot, val_fraction=0.0, seed=0, shard_tokens=2**30,
+                workers=workers,
+            )  # fmt: skip
+            return np.concatenate(
+                [np.fromfile(Path(d) / s["file"], dtype) for s in out["train"]["shards"]]
+            )
 
     def plain(parallel):
         os.environ["TOKENIZERS_PARALLELISM"] = parallel
+        encoded = hf.encode_batch_fast([p for p, _ in pieces], add_special_tokens=False)
         return np.concatenate(
             [
-                np.asarray(e.ids, dtype)
-                for e in hf.encode_batch_fast(pieces, add_special_tokens=False)
+                np.asarray(e.ids + [eot] * end, dtype)
+                for e, (_, end) in zip(encoded, pieces, strict=True)
             ]
         )
 
     runs = {
         "stage encoder, all cores": lambda: stage(None),
-        "stage encoder, 1 thread ": lambda: stage(1),
+        "stage encoder, 1 worker ": lambda: stage(1),
         "HF tokenizers, all cores": lambda: plain("true"),
         "HF tokenizers, 1 thread ": lambda: plain("false"),
     }

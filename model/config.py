@@ -57,6 +57,10 @@ class ModelConfig(Strict):
 class TokenizerConfig(Strict):
     vocab_size: int = Field(8192, ge=300, le=1_000_000)
     min_frequency: int = Field(2, ge=1)
+    # BPE trains on a seeded random sample of the corpus of at most this many bytes
+    sample_bytes: int = Field(100_000_000, gt=0)
+    shard_tokens: int = Field(2**27, gt=0)  # ids per token shard (the last one shorter)
+    seed: int = 0  # of the BPE sample and of which short documents go to val
 
 
 class PretrainConfig(Strict):

@@ -27,11 +27,6 @@ import numpy as np
 import torch
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 while every id fits, else uint32."""
-    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
-
-
 class TokenShards:
     """A split's token stream, as one or more memory-mapped .bin files."""
 

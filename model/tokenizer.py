@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -121,6 +122,11 @@ def fast_encoder(tokenizer: PreTrainedTokenizerFast):
     return tiktoken.Encoding(
         "genpt", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special
     )
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The dtype of token ids in shards: uint16 while every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
 
 
 def special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:

@@ -1,71 +1,126 @@
-"""Stage `tokenize`: train the BPE tokenizer and write memory-mapped token shards.
+"""Stage `tokenize`: train the BPE tokenizer on a sample, stream the corpus into shards.
 
 Outputs (under paths.artifacts): tokenizer/ (tokenizer.json + transformers files),
-tokens/{train,val}.bin and tokens/manifest.json (token counts, dtype, vocab size,
-sha256 of every shard, source file and the tokenizer). The work: tasks/data/tokens.py.
+tokens/{train,val}-NNNNN.bin (fixed-size shards), tokens/{train,val}.idx (document
+index) and tokens/manifest.json (token counts, dtype, vocab size, sha256 of every shard,
+source file and the tokenizer, and the inputs that made them). The work, in bounded
+memory: tasks/data/tokens.py. Re-running with the same corpus and params, its outputs
+intact, does nothing.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 
-from tasks.artifacts_check import trained_vocab
+from tasks import artifacts_check
 from tasks.bundle.manifest import sha256_file
 from tasks.data.corpus import corpus_files, iter_documents, sha256
-from tasks.data.tokens import encode_docs, split_document, write_shard
-from tasks.io import atomic_dir, write_json
+from tasks.data.tokens import encode_corpus, sample
+from tasks.errors import GenptError
+from tasks.io import atomic_dir, read_json, write_json
 from tasks.params import Params
 
 SECTIONS = ("paths", "corpus", "tokenizer")  # the params it reads (dvc.yaml: paths.corpus, ...)
+FORMAT = 2  # 2: fixed-size shards, a document index, BPE on a sample
+
+
+def inputs(params: Params) -> dict:
+    """What the outputs are a function of: the sources' sha256 and the params read."""
+    return {
+        "format": FORMAT,
+        "files": [{"path": f, "sha256": sha256(f)} for f in corpus_files(params.paths.corpus)],
+        "val_fraction": params.paths.val_fraction,
+        "corpus": params.corpus.model_dump(),
+        "tokenizer": params.tokenizer.model_dump(),
+    }
+
+
+def unchanged(params: Params, want: dict) -> dict | None:
+    """The manifest of intact outputs made from `want`, else None."""
+    d = params.artifacts("tokens")
+    m = read_json(d / "manifest.json")
+    if not m or m.get("inputs") != want:
+        return None
+    try:
+        artifacts_check.token_shards(d)
+        ok = sha256_file(params.artifacts("tokenizer") / "tokenizer.json") == m["tokenizer_sha256"]
+    except (GenptError, OSError, KeyError):
+        return None
+    return m if ok else None
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the encoding workers)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run(params: Params) -> dict:
-    from model.data import token_dtype
-    from model.tokenizer import EOT, save_tokenizer, train_tokenizer
+    from model.tokenizer import EOT, save_tokenizer, token_dtype, train_tokenizer
 
-    files = corpus_files(params.paths.corpus)
-    # bad input fails here, before any work
-    docs = [d.text for d in iter_documents(params.paths.corpus, params.corpus)]
-    pairs = [split_document(d, params.paths.val_fraction) for d in docs]
-    n_bytes = sum(len(d.encode()) for d in docs)
+    cfg, val_fraction = params.tokenizer, params.paths.val_fraction
+    want = inputs(params)
+    if m := unchanged(params, want):
+        return {"unchanged": True, "tokens": sum(s["tokens"] for s in m["train"] + m["val"])}
+
+    def docs():  # bad input fails in the first pass, before BPE or encoding
+        return iter_documents(params.paths.corpus, params.corpus)
 
     t0 = time.perf_counter()
-    tok = train_tokenizer(
-        (p[0] for p in pairs), params.tokenizer.vocab_size, params.tokenizer.min_frequency
-    )
-    t_train = time.perf_counter() - t0
-    trained_vocab(len(tok), params.tokenizer, params.paths.corpus)
+    texts = sample((d.text for d in docs()), val_fraction, cfg.seed, cfg.sample_bytes)
+    t_sample = time.perf_counter() - t0
+    sample_bytes = sum(len(t.encode()) for t in texts)
+    tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
+    del texts
+    t_train = time.perf_counter() - t0 - t_sample
+    artifacts_check.trained_vocab(len(tok), cfg, params.paths.corpus)
     eot, dtype = tok.convert_tokens_to_ids(EOT), token_dtype(len(tok))
 
-    t0 = time.perf_counter()
-    parts = [p[0] for p in pairs] + [p[1] for p in pairs if p[1]]
-    ids, encoder = encode_docs(tok, parts, dtype)
-    train_ids, val_ids = ids[: len(pairs)], ids[len(pairs) :]
-    t_enc = time.perf_counter() - t0
+    seen = {"documents": 0, "bytes": 0}
 
-    with atomic_dir(params.artifacts("tokenizer")) as d:
-        save_tokenizer(tok, d)
-        tok_sha = sha256_file(d / "tokenizer.json")
-    with atomic_dir(params.artifacts("tokens")) as d:
-        manifest = {
-            "vocab_size": len(tok),
-            "dtype": dtype.name,
-            "eot": eot,
-            "tokenizer_sha256": tok_sha,
-            "val_fraction": params.paths.val_fraction,
-            "encoder": encoder,
-            "files": [{"path": f, "sha256": sha256(f)} for f in files],
-            "train": [write_shard(d / "train.bin", train_ids, eot, dtype)],
-            "val": [write_shard(d / "val.bin", val_ids, eot, dtype)],
-        }
-        write_json(d / "manifest.json", manifest)
+    def counted():
+        for d in docs():
+            seen["documents"] += 1
+            seen["bytes"] += d.nbytes
+            yield d
+
+    with atomic_dir(params.artifacts("tokenizer")) as tok_dir:
+        save_tokenizer(tok, tok_dir)
+        with atomic_dir(params.artifacts("tokens")) as d:
+            t0, cpu0 = time.perf_counter(), cpu_s()
+            out = encode_corpus(
+                counted(), tok, d, dtype=dtype, eot=eot, val_fraction=val_fraction,
+                seed=cfg.seed, shard_tokens=cfg.shard_tokens,
+            )  # fmt: skip
+            t_enc, cpu_enc = time.perf_counter() - t0, cpu_s() - cpu0
+            manifest = {
+                "vocab_size": len(tok),
+                "dtype": dtype.name,
+                "eot": eot,
+                "tokenizer_sha256": sha256_file(tok_dir / "tokenizer.json"),
+                "val_fraction": val_fraction,
+                "encoder": out["encoder"],
+                "files": want["files"],
+                "inputs": want,
+                "train": out["train"]["shards"],
+                "val": out["val"]["shards"],
+                "index": {s: out[s]["index"] for s in ("train", "val")},
+            }
+            write_json(d / "manifest.json", manifest)
     n_tokens = sum(s["tokens"] for s in manifest["train"] + manifest["val"])
     return {
-        "documents": len(docs),
-        "bytes": n_bytes,
+        **seen,
         "tokens": n_tokens,
+        "shards": len(manifest["train"]) + len(manifest["val"]),
+        "sample_bytes": sample_bytes,
+        "sample_s": t_sample,
         "tokenizer_train_s": t_train,
         "encode_s": t_enc,
-        "encode_mb_per_s": n_bytes / 1e6 / t_enc,
+        "encode_cpu_s": cpu_enc,  # all processes: wall time on idle cores is about this / cores
+        "encode_mb_per_s": seen["bytes"] / 1e6 / t_enc,
         "encode_tokens_per_s": n_tokens / t_enc,
     }

@@ -99,14 +99,14 @@ CASES = [
     ),
     Case(
         "shard 3 bytes short",
-        "tokens/train.bin",
+        "tokens/train-00000.bin",
         lambda p: truncate(p, p.stat().st_size - 3),
         (("pretrain",),),
         ("bytes, but the manifest's", "re-run `genpt tokenize`"),
     ),
     Case(
         "shard sha256 differs",
-        "tokens/val.bin",
+        "tokens/val-00000.bin",
         flip_last_token,
         (("pretrain",),),
         ("sha256 differs from tokens/manifest.json's", "re-run `genpt tokenize`"),
