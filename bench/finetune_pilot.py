@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from tasks import offline
+from genpt import offline
 
 
 def main() -> None:
@@ -35,11 +35,11 @@ def main() -> None:
     ap.add_argument("--pilot-seed", type=int, default=99, help="which rows form the pilot split")
     args = ap.parse_args()
     offline.apply()  # before transformers is imported
+    from genpt.params import load_params
     from model.finetune import encode, finetune, init_lm
     from model.schema import num_labels
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer, special_ids
-    from tasks.params import load_params
     from tasks.study import budget_split
 
     params = load_params(args.params)

@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/tokenize_throughput.py [--shared ../shared/data] [--vocab-size 8192]
 
 Corpus: tinyshakespeare + the Gutenberg books + WikiText-2 (~18 MB). Encodes with the
-stage's encoder (tasks/data/tokens.py: encode_docs: tiktoken on all cores, a sample checked
+stage's encoder (genpt/ingest/tokens.py: encode_docs: tiktoken on all cores, a sample checked
 against the HF tokenizer), then on one thread, then with the HF tokenizer alone (batch,
 all cores, and one thread) for comparison, and checks that all four give the same ids.
 Prints MB/s and tokens/s.
@@ -23,9 +23,9 @@ os.environ["TOKENIZERS_PARALLELISM"] = "true"
 def main() -> None:
     import numpy as np
 
+    from genpt.ingest.corpus import read_document
+    from genpt.ingest.tokens import chunks, encode_docs
     from model.tokenizer import train_tokenizer
-    from tasks.data.corpus import read_document
-    from tasks.data.tokens import chunks, encode_docs
 
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser()

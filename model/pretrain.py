@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from model.config import PretrainConfig
-from model.data import Epochs, TokenShards
 from model.gpt import n_params
 from model.optim import param_groups
 from model.progress import progress
+from model.shards import Epochs, TokenShards
 
 CKPT = "ckpt.pt"
 VAL_SEED = 1_000_003  # keeps validation windows apart from training draws

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from genpt import artifacts_check
+from genpt.ingest.loaders import load_split
+from genpt.io import live, write_json
+from genpt.params import Params
 from model import metrics as M
 from model.finetune import encode, predict
 from model.task_model import HEAD_FILE, TASK_FILE, TaskModel
 from model.tokenizer import load_tokenizer, special_ids
-from tasks import artifacts_check
-from tasks.data.loaders import load_split
-from tasks.io import live, write_json
-from tasks.params import Params
 
 
 def run(params: Params, name: str) -> dict:

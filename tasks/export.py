@@ -1,6 +1,6 @@
 """Stage `export`: ONNX models of the fine-tuned task models and of the LM.
 
-Writes artifacts/export/ (a bundle, ready for `genpt publish`; layout: tasks/bundle):
+Writes artifacts/export/ (a bundle, ready for `genpt publish`; layout: genpt/bundle):
   NAME/  onnx/model.onnx (fp32), onnx/model_quantized.onnx (int8), onnx/model_fp16.onnx,
          tokenizer.json with the task's input template, task.json (how to build inputs),
          export.json
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from genpt import artifacts_check
+from genpt.bundle import write_manifest
+from genpt.errors import GenptError
+from genpt.ingest.corpus import first_document
+from genpt.io import atomic_dir, write_json
+from genpt.params import ExportConfig, Params
 from model.task_model import HEAD_FILE, TASK_FILE
-from tasks import artifacts_check
-from tasks.bundle import write_manifest
-from tasks.data.corpus import first_document
-from tasks.errors import GenptError
-from tasks.io import atomic_dir, write_json
-from tasks.params import ExportConfig, Params
 
 SECTIONS = ("export", "paths", "corpus", "datasets")  # the params it reads
 
@@ -81,7 +81,7 @@ def _finish_graph(raw: Path, out: Path, cfg: ExportConfig, n_head: int, hidden: 
 
 def sample_records(params: Params, name: str, n: int = 16) -> list[dict]:
     """A few real dev rows of dataset `name` for the parity check."""
-    from tasks.data.loaders import load_split
+    from genpt.ingest.loaders import load_split
 
     return load_split(params.dataset(name), "dev")[:n]
 
@@ -289,7 +289,7 @@ def run(params: Params, triton: str | Path | None = None) -> dict:
             summary["lm"] = export_lm_dir(lm_src, d / "lm", cfg, prompt)
         write_manifest(d, format="onnx")
     if triton:
-        from tasks.triton import write_triton
+        from genpt.triton import write_triton
 
         write_triton(params.artifacts("export"), Path(triton), cfg.triton_max_batch_size)
     return {k: {"variants": v["variants"], "parity": v["parity"]} for k, v in summary.items()}

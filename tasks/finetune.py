@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from genpt.artifacts_check import lm_init
+from genpt.ingest.loaders import load_split, subsample
+from genpt.io import atomic_dir, live, log_to, write_json
+from genpt.params import Params
 from model.finetune import encode, finetune, init_lm
 from model.metrics import majority_baseline
 from model.schema import num_labels
 from model.task_model import TaskModel
 from model.tokenizer import special_ids
-from tasks.artifacts_check import lm_init
-from tasks.data.loaders import load_split, subsample
-from tasks.io import atomic_dir, live, log_to, write_json
-from tasks.params import Params
 
 
 def run(params: Params, name: str) -> dict:

@@ -1,7 +1,7 @@
 """Stage `pretrain`: L1 on the token shards; writes pretrain/hf (HF format) and ckpt.pt.
 
 With pretrain.nproc_per_node x pretrain.nnodes > 1 the stage launches torchrun itself
-(tasks/launch.py); a user's own `torchrun ... -m tasks.cli pretrain` works too.
+(genpt/launch.py); a user's own `torchrun ... -m genpt.cli pretrain` works too.
 Global rank 0 alone writes ckpt.pt, hf/, metrics.json and the dvclive logs.
 """
 
@@ -14,7 +14,11 @@ from pathlib import Path
 
 import torch
 
-from model.data import Epochs
+from genpt import artifacts_check, launch
+from genpt.errors import GenptError
+from genpt.ingest.tokens import load_shards
+from genpt.io import atomic_dir, live, log_to, write_json
+from genpt.params import Params
 from model.gpt import build_lm
 from model.pretrain import (
     CKPT,
@@ -25,12 +29,8 @@ from model.pretrain import (
     resolve_device,
     resume_problem,
 )
+from model.shards import Epochs
 from model.tokenizer import load_tokenizer, special_ids
-from tasks import artifacts_check, launch
-from tasks.data.tokens import load_shards
-from tasks.errors import GenptError
-from tasks.io import atomic_dir, live, log_to, write_json
-from tasks.params import Params
 
 
 class ResumeError(GenptError):

@@ -3,8 +3,8 @@
 models/NAME/VERSION/ holds the ONNX bundle (from `genpt export`, when present, under
 onnx/; else the Hugging Face checkpoints), the tokenizer, params.yaml, metrics, plots, a
 model card (README.md) and manifest.json (sha256 + bytes of every file, plus lineage: git
-commit, dvc.lock hashes, params). This module decides what goes in; tasks.bundle lays it
-out, uploads it atomically for readers and moves `latest` (see tasks/bundle/__init__.py).
+commit, dvc.lock hashes, params). This module decides what goes in; genpt.bundle lays it
+out, uploads it atomically for readers and moves `latest` (see genpt/bundle/__init__.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from tasks import bundle, quality_gate
-from tasks.io import read_json, write_json
-from tasks.modelcard import model_card, render_plots
-from tasks.params import Params
+from genpt import bundle, quality_gate
+from genpt.io import read_json, write_json
+from genpt.modelcard import model_card, render_plots
+from genpt.params import Params
 
 
 def _git(*args: str) -> str | None:

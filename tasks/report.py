@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genpt.io import atomic_dir, write_json
+from genpt.params import Params
 from model.ablation import across_datasets, average_gain, format_gain, gain, summarize
-from tasks.io import atomic_dir, write_json
-from tasks.params import Params
 
 # GPT-1 (Radford et al. 2018), Table 5: dataset -> (full, w/o pre-training, w/o aux LM)
 PAPER = {

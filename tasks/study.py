@@ -15,16 +15,16 @@ import time
 import numpy as np
 import torch
 
+from genpt import artifacts_check
+from genpt.ingest.loaders import load_split, subsample
+from genpt.io import write_json
+from genpt.params import ArmConfig, Params
 from model import metrics as M
 from model.finetune import encode, finetune, init_lm
 from model.schema import is_regression, num_labels
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from model.zeroshot import score_choices
-from tasks import artifacts_check
-from tasks.data.loaders import load_split, subsample
-from tasks.io import write_json
-from tasks.params import ArmConfig, Params
 
 
 def carve(rows: list, fraction: float, seed: int) -> tuple[list, list]:

@@ -2,25 +2,25 @@
 
 Outputs (under paths.artifacts): tokenizer/ (tokenizer.json + transformers files),
 tokens/{train,val}.bin and tokens/manifest.json (token counts, dtype, vocab size,
-sha256 of every shard, source file and the tokenizer). The work: tasks/data/tokens.py.
+sha256 of every shard, source file and the tokenizer). The work: genpt/ingest/tokens.py.
 """
 
 from __future__ import annotations
 
 import time
 
-from tasks.artifacts_check import trained_vocab
-from tasks.bundle.manifest import sha256_file
-from tasks.data.corpus import corpus_files, iter_documents, sha256
-from tasks.data.tokens import encode_docs, split_document, write_shard
-from tasks.io import atomic_dir, write_json
-from tasks.params import Params
+from genpt.artifacts_check import trained_vocab
+from genpt.bundle.manifest import sha256_file
+from genpt.ingest.corpus import corpus_files, iter_documents, sha256
+from genpt.ingest.tokens import encode_docs, split_document, write_shard
+from genpt.io import atomic_dir, write_json
+from genpt.params import Params
 
 SECTIONS = ("paths", "corpus", "tokenizer")  # the params it reads (dvc.yaml: paths.corpus, ...)
 
 
 def run(params: Params) -> dict:
-    from model.data import token_dtype
+    from model.shards import token_dtype
     from model.tokenizer import EOT, save_tokenizer, train_tokenizer
 
     files = corpus_files(params.paths.corpus)

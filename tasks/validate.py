@@ -1,5 +1,5 @@
 """Stage `validate`, the pipeline's first: Great Expectations suites over the data
-(tasks/data/validation.py).
+(genpt/ingest/validation.py).
 
 Outputs under paths.artifacts: validate/summary.json (a DVC metric) and validate/docs/
 (GX Data Docs HTML). Any failed expectation raises DataValidationError naming file,
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 
-from tasks import offline
-from tasks.data.validation import DataValidationError, validate
-from tasks.io import atomic_dir, write_json
-from tasks.params import Params
+from genpt import offline
+from genpt.ingest.validation import DataValidationError, validate
+from genpt.io import atomic_dir, write_json
+from genpt.params import Params
 
 SECTIONS = ("validate", "paths", "corpus", "datasets")  # the params it reads
 __all__ = ["DataValidationError", "run"]

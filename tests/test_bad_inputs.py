@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from genpt.ingest import corpus, tokens
+from genpt.ingest.loaders import DatasetError, load_split
+from genpt.params import DatasetConfig, Params
 from tasks import tokenize, validate
-from tasks.data import corpus, tokens
-from tasks.data.loaders import DatasetError, load_split
-from tasks.params import DatasetConfig, Params
 
 
 def params_for(tmp_path, corpus_files, datasets=None) -> Params:

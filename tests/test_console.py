@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import logs
+from genpt import logs
 from tests.conftest import clone_repo
 
 MAX_LINES = 60  # the whole console output of a default-shaped run
@@ -29,7 +29,7 @@ def _pipeline(ws: Path, *args: str) -> subprocess.CompletedProcess:
     env.update(PREFECT_HOME=str(ws.parent / "prefect-home"), PYTHONPATH=str(ws))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "pipeline", *args],
+        [sys.executable, "-m", "genpt.cli", "pipeline", *args],
         cwd=ws,
         env=env,
         capture_output=True,
@@ -64,7 +64,7 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
 
     # `genpt status` reads the same files; with the same params it prints the same summary
     st = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "status", *sets],
+        [sys.executable, "-m", "genpt.cli", "status", *sets],
         cwd=ws, env=dict(os.environ, PYTHONPATH=str(ws)), capture_output=True, text=True,
     )  # fmt: skip
     assert st.returncode == 0 and st.stdout.strip() == out.strip()

@@ -12,6 +12,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from genpt.ingest.loaders import load_split
+from genpt.params import ExportConfig, load_params
+from genpt.triton import triton_config
 from model import onnx_export as ox
 from model.finetune import encode, predict
 from model.inputs import collate, encode_record
@@ -20,9 +23,6 @@ from model.schema import missing_choice
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from tasks import export
-from tasks.data.loaders import load_split
-from tasks.params import ExportConfig, load_params
-from tasks.triton import triton_config
 
 
 def test_gemm_to_matmul_computes_the_same(tmp_path):

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
+from genpt.params import load_params
 from model.ablation import across_datasets, average_gain, gain, summarize
 from tasks import report
-from tasks.params import load_params
 from tests.conftest import ROOT
 
 # dataset -> arm -> dev metric per seed (0..1), as study/DATASET/ARM.json holds them

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from genpt.params import load_params
 from tasks import pretrain, report, study
-from tasks.params import load_params
 from tests.conftest import ROOT, copy_tokens
 
 

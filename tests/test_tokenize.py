@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import model.tokenizer
+from genpt.ingest import corpus, tokens
+from genpt.params import load_params
 from model.tokenizer import fast_encoder, load_tokenizer, train_tokenizer
 from tasks import tokenize
-from tasks.data import corpus, tokens
-from tasks.params import load_params
 
 TEXT = "The quick brown fox jumps over the lazy dog.\n" * 50
 

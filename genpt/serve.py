@@ -1,6 +1,6 @@
 """`genpt predict` and `genpt generate --bundle`: ONNX Runtime on a verified bundle.
 
-The bundle is opened through tasks.bundle (a local export or registry version, or
+The bundle is opened through genpt.bundle (a local export or registry version, or
 s3://.../NAME/VERSION|latest), so every file is checked before anything is loaded.
 """
 
@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.bundle import BundleError, model_dir, open_bundle
-from tasks.io import json_lines
+from genpt.bundle import BundleError, model_dir, open_bundle
+from genpt.io import json_lines
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -45,8 +45,8 @@ def predict(
     device: str = "auto",
     batch_size: int = 32,
 ) -> dict:
+    from genpt.io import atomic_write_text
     from model.onnx_runtime import OnnxTaskModel
-    from tasks.io import atomic_write_text
 
     records = read_jsonl(input_path)  # bad input fails before loading anything
     model = OnnxTaskModel(model_dir(open_bundle(src), name), variant, device)

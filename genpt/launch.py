@@ -2,7 +2,7 @@
 
 `genpt pretrain` (so `dvc repro`, `genpt pipeline` and Prefect runs too) starts
 `torch.distributed.run` when pretrain.nproc_per_node x pretrain.nnodes > 1 and it is not
-already a torchrun worker. Each worker runs `python -m tasks.cli pretrain --worker` with the
+already a torchrun worker. Each worker runs `python -m genpt.cli pretrain --worker` with the
 same params. One node: `--standalone`. Several: every node runs the same stage and meets
 the others at rdzv_endpoint (c10d rendezvous; or static, with node_rank). See
 docs/distributed.md.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.errors import GenptError
+from genpt.errors import GenptError
 
 # PretrainConfig keys that say how to launch, not what to train.
 LAUNCH_KEYS = (
@@ -129,7 +129,7 @@ def describe(err) -> str:
 
 
 def torchrun(params, stop_after: int | None = None) -> None:
-    """Run `tasks.cli pretrain --worker --resume` under torch.distributed.run with `params`.
+    """Run `genpt.cli pretrain --worker --resume` under torch.distributed.run with `params`.
 
     Workers always resume: the caller has already deleted a checkpoint it does not
     want, and a torchrun restart (max_restarts) continues from the last checkpoint.
@@ -146,7 +146,7 @@ def torchrun(params, stop_after: int | None = None) -> None:
     argv = [
         *torchrun_args(cfg),
         "-m",
-        "tasks.cli",
+        "genpt.cli",
         "pretrain",
         "--params",
         path,

@@ -13,8 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from genpt.errors import GenptError
 from model.config import FinetuneConfig, ModelConfig, PretrainConfig, Strict, TokenizerConfig
-from tasks.errors import GenptError
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -42,13 +42,13 @@ class ParamsError(GenptError, ValueError):
 
 
 class PathsConfig(Strict):
-    corpus: list[str] = ["data/corpus/*.txt"]  # globs or s3:// URLs (tasks/data/corpus.py)
+    corpus: list[str] = ["data/corpus/*.txt"]  # globs or s3:// URLs (genpt/ingest/corpus.py)
     artifacts: str = "artifacts"  # every stage's outputs go under here
     val_fraction: float = Field(0.05, gt=0, lt=1)  # tail of each document held out
 
 
 class CorpusConfig(Strict):
-    """How paths.corpus is read (tasks/data/corpus.py, docs/corpus.md)."""
+    """How paths.corpus is read (genpt/ingest/corpus.py, docs/corpus.md)."""
 
     root: str = "data/corpus"  # holds every local corpus file: validate's and tokenize's DVC dep
     format: Literal["auto", "text", "jsonl", "parquet", "datasets"] = "auto"  # auto: by name
@@ -61,7 +61,7 @@ class DatasetConfig(Strict):
     """One labelled dataset for fine-tuning (schema per task type: see data/README.md)."""
 
     task_type: Literal["classification", "entailment", "similarity", "multiple_choice"]
-    adapter: str = "canonical"  # loader for the files' format (tasks/data/loaders.py)
+    adapter: str = "canonical"  # loader for the files' format (genpt/ingest/loaders.py)
     train: str
     dev: str | None = None  # None: `holdout` rows of train are the dev split
     holdout: int | None = Field(None, gt=0)  # dev = this many random rows of train (seed 0)
@@ -95,7 +95,7 @@ class PublishConfig(Strict):
 
 
 class ValidateConfig(Strict):
-    """Thresholds of `genpt validate` (Great Expectations suites, tasks/data/validation.py)."""
+    """Thresholds of `genpt validate` (Great Expectations suites, genpt/ingest/validation.py)."""
 
     min_doc_chars: int = Field(1, ge=1)  # a corpus file (document) with less text fails
     max_doc_chars: int = Field(50_000_000, gt=0)

@@ -28,8 +28,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.bundle.manifest import sha256_file
-from tasks.errors import GenptError
+from genpt.bundle.manifest import sha256_file
+from genpt.errors import GenptError
 
 TOKENIZE = "re-run `genpt tokenize`"
 PRETRAIN = "re-run `genpt pretrain`"

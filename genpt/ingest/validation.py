@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from genpt.errors import GenptError
+from genpt.ingest.corpus import Document, iter_documents, line_of
+from genpt.ingest.leakage import NgramIndex, leak_flags, record_keys
+from genpt.ingest.loaders import DatasetError, read_split, split_path, where
+from genpt.params import CorpusConfig, DatasetConfig, ValidateConfig
 from model.schema import REQUIRED, TEXT_FIELDS, required_fields, type_error
-from tasks.data.corpus import Document, iter_documents, line_of
-from tasks.data.leakage import NgramIndex, leak_flags, record_keys
-from tasks.data.loaders import DatasetError, read_split, split_path, where
-from tasks.errors import GenptError
-from tasks.params import CorpusConfig, DatasetConfig, ValidateConfig
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # not \t \n \r
 SHOW_ROWS = 5  # rows named per failed expectation

@@ -9,10 +9,10 @@ the full figures stay there, in the Prefect artifacts and in the log.
 
 from __future__ import annotations
 
+from genpt.io import read_json, write_json
+from genpt.params import Params
 from model.ablation import format_gain
 from model.progress import duration
-from tasks.io import read_json, write_json
-from tasks.params import Params
 
 RUN_FILE = "run.json"  # under paths.artifacts: the last pipeline run's stages
 

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from tasks.params import Params
+from genpt.params import Params
 
 
 def _tsv(path: Path) -> tuple[list[float], list[float]]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 
+from genpt.bundle.manifest import sha256_file
+from genpt.deps import ROOT, code_deps
+from genpt.io import write_json
+from genpt.launch import LAUNCH_KEYS
+from genpt.params import Params
 from model.pretrain import CKPT
-from tasks.bundle.manifest import sha256_file
-from tasks.deps import ROOT, code_deps
-from tasks.io import write_json
-from tasks.launch import LAUNCH_KEYS
-from tasks.params import Params
 
 FINGERPRINT = "ckpt.json"
-TRAINING = "tasks.pretrain"  # its code, and every repo module it imports (tasks/deps.py)
+TRAINING = "tasks.pretrain"  # its code, and every repo module it imports (genpt/deps.py)
 
 
 def fingerprint(params: Params, world: int = 1) -> dict:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 
-from tasks import bundle
-from tasks.errors import GenptError
-from tasks.params import Params
+from genpt import bundle
+from genpt.errors import GenptError
+from genpt.params import Params
 
 
 class GateFailed(GenptError):

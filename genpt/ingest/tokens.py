@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
 
-from tasks.bundle.manifest import sha256_file
+from genpt.bundle.manifest import sha256_file
 
 ENCODE_CHUNK_CHARS = 65_536
 VERIFY_EVERY = 32
@@ -109,8 +109,8 @@ def write_shard(path: Path, docs: list[np.ndarray], eot: int, dtype: np.dtype) -
 def load_shards(params, split: str):
     """The TokenShards of `split` ('train' or 'val') that the tokenize stage wrote under
     params.artifacts("tokens")."""
-    from model.data import TokenShards
-    from tasks.artifacts_check import token_shards
+    from genpt.artifacts_check import token_shards
+    from model.shards import TokenShards
 
     d = params.artifacts("tokens")
     m = token_shards(d, [split], sha=False)  # sizes: sha256 is the stage's, once
