@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genpt import onnx_models as export
 from genpt.params import load_params
 from model.config import ModelConfig
 from model.gpt import build_lm
 from model.onnx_runtime import OnnxLM, OnnxTaskModel
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids, train_tokenizer
-from tasks import export
 
 SEQ, BATCHES, NEW_TOKENS = 128, (1, 32), 32
 

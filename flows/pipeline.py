@@ -328,10 +328,10 @@ def common_overrides(
     preset: str | None, lm_coef: float | None, steps: int | None, overrides: list[str] | None
 ) -> list[str]:
     """Flow parameters as DVC-style `key=value` overrides of params.yaml."""
-    out = [f"model.preset={preset}"] if preset else []
-    out += [f"finetune.lm_coef={lm_coef}"] if lm_coef is not None else []
-    out += [f"pretrain.steps={steps}"] if steps is not None else []
-    return out + list(overrides or [])
+    from genpt.params import as_overrides
+
+    sets = {"model.preset": preset, "finetune.lm_coef": lm_coef, "pretrain.steps": steps}
+    return as_overrides(sets) + list(overrides or [])
 
 
 @contextmanager

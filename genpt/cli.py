@@ -104,7 +104,9 @@ def pretrain(
 
         resume = prepare(p, world_size(p.pretrain))
     metrics = stage.run(p, resume=resume, stop_after=stop_after)
-    if not worker and int(os.environ.get("RANK", 0)) == 0:  # the launcher prints, not its ranks
+    from model.device import rank
+
+    if not worker and rank() == 0:  # the launcher prints, not its ranks
         _print(metrics)
 
 
@@ -125,13 +127,10 @@ def finetune(
     ] = None,
 ) -> None:
     """Fine-tune on labelled datasets (L3 = L2 + lambda * L1)."""
+    from genpt.params import as_overrides
     from tasks import finetune as stage
 
-    extra = [
-        *(set_ or []),
-        *([f"finetune.init={init}"] if init else []),
-        *([f"finetune.lm_coef={lm_coef}"] if lm_coef is not None else []),
-    ]
+    extra = [*(set_ or []), *as_overrides({"finetune.init": init, "finetune.lm_coef": lm_coef})]
     p = _params(params, extra)
     _print({n: stage.run(p, n) for n in _names(p, names)})
 
@@ -214,11 +213,12 @@ def generate(
         return
     from transformers import AutoModelForCausalLM
 
+    from genpt import layout
     from genpt.artifacts_check import PRETRAIN, hf_model
     from model.generate import generate as gen
     from model.tokenizer import load_tokenizer
 
-    src = model or str(_params(params, set_).artifacts("pretrain", "hf"))
+    src = model or str(layout.pretrain_hf(_params(params, set_)))
     hf_model(Path(src), "pass --model a dir written by save_pretrained" if model else PRETRAIN)
     tok, lm = load_tokenizer(src), AutoModelForCausalLM.from_pretrained(src)
     typer.echo(gen(lm, tok, prompt, max_new_tokens, temperature, top_k, top_p, greedy, cache, seed))
@@ -236,9 +236,10 @@ def export(
     ] = None,
 ) -> None:
     """Export the LM and fine-tuned models to ONNX (fp32, fp16, int8) under artifacts/export."""
+    from genpt.params import as_overrides
     from tasks import export as stage
 
-    extra = [*(set_ or []), *([f"export.datasets={json.dumps(names)}"] if names else [])]
+    extra = [*(set_ or []), *as_overrides({"export.datasets": names or None})]
     _print(stage.run(_params(params, extra), triton=triton))
 
 

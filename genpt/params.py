@@ -6,6 +6,7 @@ use DVC's syntax, `section.key=value` (the value is parsed as YAML).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from genpt.errors import GenptError
 from model.config import FinetuneConfig, ModelConfig, PretrainConfig, Strict, TokenizerConfig
+from model.schema import NEEDS_LABELS, TaskType
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -60,7 +62,7 @@ class CorpusConfig(Strict):
 class DatasetConfig(Strict):
     """One labelled dataset for fine-tuning (schema per task type: see data/README.md)."""
 
-    task_type: Literal["classification", "entailment", "similarity", "multiple_choice"]
+    task_type: TaskType
     adapter: str = "canonical"  # loader for the files' format (genpt/ingest/loaders.py)
     train: str
     dev: str | None = None  # None: `holdout` rows of train are the dev split
@@ -72,8 +74,7 @@ class DatasetConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        needs_labels = self.task_type in ("classification", "entailment")
-        if needs_labels and not self.labels:
+        if self.task_type in NEEDS_LABELS and not self.labels:
             raise ValueError(f"task type {self.task_type} needs `labels`")
         if (self.dev is None) == (self.holdout is None):
             raise ValueError("set exactly one of `dev` (a file) and `holdout` (rows of train)")
@@ -233,6 +234,12 @@ def apply_override(raw: dict, override: str) -> None:
         if not isinstance(node, dict):
             raise ParamsError(f"override {override!r}: {p} is not a section")
     node[leaf] = read_yaml(value)
+
+
+def as_overrides(values: dict[str, object]) -> list[str]:
+    """`key=value` overrides (DVC's `-S` syntax) of the values that are set; lists as JSON."""
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
+            for k, v in values.items() if v is not None]  # fmt: skip
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:

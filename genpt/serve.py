@@ -27,12 +27,11 @@ def predict_jsonl(model, records: list[dict], batch_size: int = 32) -> Iterator[
     """Each input record with `prediction` (and `logits`) added, in order, with progress."""
     from tqdm.auto import tqdm
 
-    examples = list(model.encode(records))  # every row transformed (and checked) first
+    rows = iter(records)
     with tqdm(total=len(records), desc="predict", unit="row", mininterval=1.0) as bar:
-        for i in range(0, len(examples), batch_size):
-            outs = model.format(model.logits(examples[i : i + batch_size]))
-            for rec, out in zip(records[i : i + batch_size], outs, strict=True):
-                yield {**rec, **out}
+        for outs in model.batches(records, batch_size):  # every row checked first
+            for out in outs:
+                yield {**next(rows), **out}
             bar.update(len(outs))
 
 

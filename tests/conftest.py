@@ -240,11 +240,12 @@ def _build_published(src_params, tmp: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from genpt import bundle
+    from genpt import onnx_models as export
     from genpt.ingest.loaders import load_split
     from genpt.params import ExportConfig, load_params
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer
-    from tasks import export, publish
+    from tasks import publish
 
     src, art = src_params.artifacts(), tmp / "artifacts"
     shutil.copytree(src / "tokenizer", art / "tokenizer")

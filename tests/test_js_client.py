@@ -56,8 +56,8 @@ def untrained_lm(published_lm, tmp_path_factory) -> LM:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from genpt import onnx_models as export
     from genpt.params import ExportConfig
-    from tasks import export
 
     src, tmp = published_lm.onnx, tmp_path_factory.mktemp("untrained")
     torch.manual_seed(0)
