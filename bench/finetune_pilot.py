@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from genpt import layout, offline
+from genpt import artifacts, offline
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
         raise SystemExit(f"{args.dataset}: only {len(rest)} train rows outside the budget")
     pick = np.random.default_rng(args.pilot_seed).permutation(len(rest))[: args.pilot_rows]
 
-    pretrained, tok_dir = layout.pretrain_hf(params), layout.tokenizer(params)
+    pretrained, tok_dir = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
     tok = load_tokenizer(tok_dir)
     max_len = params.model.shape().n_ctx
     fit, tune, pilot = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genpt import layout
+from genpt import artifacts
 from genpt.params import Params
 from model.ablation import across_datasets, average_gain, format_gain, gain, summarize
 
@@ -55,7 +55,7 @@ def load_study(params: Params) -> dict[str, dict[str, dict]]:
     for name in params.datasets:
         out[name] = {}
         for arm in params.study.arms:
-            path = layout.study(params, name, arm)
+            path = artifacts.study(params, name, arm)
             if not path.exists():
                 raise FileNotFoundError(f"{path}: missing (run `genpt study {name} {arm}`)")
             out[name][arm] = json.loads(path.read_text())

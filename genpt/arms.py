@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from genpt import artifacts_check, layout
+from genpt import artifacts, artifacts_check
 from genpt.ingest.loaders import load_split, subsample
 from genpt.params import ArmConfig, Params
 from model import metrics as M
@@ -64,7 +64,7 @@ def study_arm(params: Params, name: str, arm_name: str) -> dict:
     fit_rows, tune_rows, _ = budget_split(params, name, cfg.max_train_examples)
     dev_rows = load_split(ds, "dev")
 
-    pretrained, tokenizer = layout.pretrain_hf(params), layout.tokenizer(params)
+    pretrained, tokenizer = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
     zero_shot = arm_name == "full" and study.zero_shot and ds.task_type == "multiple_choice"
     artifacts_check.tokenizer(tokenizer)
     artifacts_check.lm_init("pretrained" if zero_shot else cfg.init, pretrained, tokenizer)

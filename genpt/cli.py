@@ -213,12 +213,12 @@ def generate(
         return
     from transformers import AutoModelForCausalLM
 
-    from genpt import layout
+    from genpt import artifacts
     from genpt.artifacts_check import PRETRAIN, hf_model
     from model.generate import generate as gen
     from model.tokenizer import load_tokenizer
 
-    src = model or str(layout.pretrain_hf(_params(params, set_)))
+    src = model or str(artifacts.pretrain_hf(_params(params, set_)))
     hf_model(Path(src), "pass --model a dir written by save_pretrained" if model else PRETRAIN)
     tok, lm = load_tokenizer(src), AutoModelForCausalLM.from_pretrained(src)
     typer.echo(gen(lm, tok, prompt, max_new_tokens, temperature, top_k, top_p, greedy, cache, seed))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from genpt import layout
+from genpt import artifacts
 from genpt.errors import GenptError
 
 # PretrainConfig keys that say how to launch, not what to train.
@@ -187,7 +187,7 @@ def discard_partial(out: Path) -> None:
 
 def run_workers(params, out: Path, world: int, stop_after: int | None) -> dict:
     """torchrun's workers pre-train; rank 0's metrics, or a note if it wrote none here."""
-    metrics = layout.pretrain_metrics(params)
+    metrics = artifacts.pretrain_metrics(params)
     before = metrics.stat().st_mtime_ns if metrics.exists() else None
     try:
         torchrun(params, stop_after=stop_after)

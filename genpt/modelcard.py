@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from genpt import layout
+from genpt import artifacts
 from genpt.params import Params
 
 
@@ -43,19 +43,19 @@ def render_plots(params: Params, out: Path) -> dict[str, str]:
         plt.close(fig)
         made[title] = f"{out.name}/{name}"
 
-    m = layout.live_pretrain_plots(params)
+    m = artifacts.live_pretrain_plots(params)
     if (m / "train" / "loss.tsv").exists():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         _curves(ax, {"train": m / "train" / "loss.tsv", "val": m / "val" / "loss.tsv"}, "loss")
         save(fig, "pretrain_loss.png", "Pre-training loss (L1)")
     for name, ds in params.datasets.items():
-        m = layout.live_finetune_plots(params, name)
+        m = artifacts.live_finetune_plots(params, name)
         if (m / "train" / "loss.tsv").exists():
             fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
             _curves(a, {"train": m / "train" / "loss.tsv"}, "loss (L3)")
             _curves(b, {"dev": m / "dev" / f"{ds.metric}.tsv"}, f"dev {ds.metric}")
             save(fig, f"finetune_{name}.png", f"Fine-tuning on {name}")
-        cm = layout.live_confusion(params, name)
+        cm = artifacts.live_confusion(params, name)
         if cm.exists():
             fig, ax = plt.subplots(figsize=(4.5, 4))
             _confusion(ax, json.loads(cm.read_text()), ds.labels)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genpt import artifacts_check, layout
+from genpt import artifacts, artifacts_check
 from genpt.bundle.manifest import sha256_file
 from genpt.deps import ROOT, code_deps
 from genpt.errors import GenptError
@@ -32,7 +32,7 @@ def fingerprint(params: Params, world: int = 1) -> dict:
     Not how it is launched, and the batch only as a global batch (batch_size x grad_accum
     x world size): a run may resume on another number of processes that keeps it.
     """
-    tokens = layout.tokens_manifest(params)
+    tokens = artifacts.tokens_manifest(params)
     if not tokens.exists():
         raise FileNotFoundError(f"{tokens} missing: run `genpt tokenize` first")
     cfg = params.pretrain
@@ -49,7 +49,7 @@ def fingerprint(params: Params, world: int = 1) -> dict:
 
 def prepare(params: Params, world: int = 1) -> bool:
     """True if pretrain/ckpt.pt may be resumed; else delete it and record the new run."""
-    out = layout.pretrain(params)
+    out = artifacts.pretrain(params)
     ckpt, path, fp = out / CKPT, out / FINGERPRINT, fingerprint(params, world)
     if ckpt.exists() and path.exists() and json.loads(path.read_text()) == fp:
         return True

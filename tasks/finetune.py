@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genpt import layout
+from genpt import artifacts
 from genpt.artifacts_check import lm_init
 from genpt.ingest.loaders import load_split, subsample
 from genpt.io import atomic_dir, live, log_to, write_json
@@ -21,7 +21,7 @@ def run(params: Params, name: str) -> dict:
     ds, cfg = params.dataset(name), params.finetune_for(name)
     train_rows, dev_rows = load_split(ds, "train"), load_split(ds, "dev")  # validate first
     train_rows = subsample(train_rows, cfg.max_train_examples, params.seed)
-    pretrained, tokenizer = layout.pretrain_hf(params), layout.tokenizer(params)
+    pretrained, tokenizer = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
     lm_init(cfg.init, pretrained, tokenizer)
     torch.manual_seed(params.seed)
     tok, lm = init_lm(cfg.init, pretrained, tokenizer, params.model)
@@ -30,14 +30,14 @@ def run(params: Params, name: str) -> dict:
     dev = encode(dev_rows, ds.task_type, tok, max_len, ds.labels)
     model = TaskModel(lm, ds.task_type, num_labels(ds.task_type, ds.labels), cfg.head_dropout)
     pad = special_ids(tok)["pad"]
-    lv = live(layout.live_finetune(params, name))
+    lv = live(artifacts.live_finetune(params, name))
     metrics = finetune(model, train, dev, cfg, pad, params.seed, log=log_to(lv))
     lv.end()
     if not model.regression:
         metrics["dev/majority_baseline"] = majority_baseline(
             np.array([e.label for e in train]), np.array([e.label for e in dev])
         )
-    with atomic_dir(layout.finetune(params, name)) as d:
+    with atomic_dir(artifacts.finetune(params, name)) as d:
         model.cpu().save(
             d,
             extra={
@@ -49,5 +49,5 @@ def run(params: Params, name: str) -> dict:
             },
         )
         tok.save_pretrained(str(d))
-        write_json(d / layout.finetune_metrics.name, metrics)
+        write_json(d / artifacts.finetune_metrics.name, metrics)
     return metrics

@@ -3,7 +3,7 @@ export and publish; writes gate/verdict.json."""
 
 from __future__ import annotations
 
-from genpt import bundle, layout
+from genpt import artifacts, bundle
 from genpt.io import write_json
 from genpt.params import Params
 from genpt.quality_gate import GateFailed, enforce
@@ -16,7 +16,7 @@ def run(params: Params) -> dict:
     try:
         v = enforce(params, bundle.registry_store(params.publish))
     except GateFailed as e:  # the failing verdict too lists every check
-        write_json(layout.gate_verdict(params), e.verdict)
+        write_json(artifacts.gate_verdict(params), e.verdict)
         raise
-    write_json(layout.gate_verdict(params), v)
+    write_json(artifacts.gate_verdict(params), v)
     return v

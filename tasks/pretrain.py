@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from genpt import artifacts_check, launch, layout
+from genpt import artifacts, artifacts_check, launch
 from genpt.ingest.tokens import load_shards
 from genpt.io import atomic_dir, live, log_to, write_json
 from genpt.params import Params
@@ -24,10 +24,10 @@ __all__ = ["ResumeError", "run", "train_process"]
 
 def run(params: Params, resume: bool = False, stop_after: int | None = None) -> dict:
     """Pre-train in this process, or launch torchrun when more than one is asked for."""
-    out = layout.pretrain(params)
+    out = artifacts.pretrain(params)
     world = launch.world_size(params.pretrain)
-    artifacts_check.tokenizer(layout.tokenizer(params))  # before a checkpoint is touched
-    artifacts_check.token_shards(layout.tokens(params))  # sha256 once, here
+    artifacts_check.tokenizer(artifacts.tokenizer(params))  # before a checkpoint is touched
+    artifacts_check.token_shards(artifacts.tokens(params))  # sha256 once, here
     if resume:
         check_resumable(out / CKPT, params, world)
     elif not launch.under_torchrun() or rank() == 0:
@@ -39,13 +39,13 @@ def run(params: Params, resume: bool = False, stop_after: int | None = None) -> 
 
 def train_process(params: Params, resume: bool = False, stop_after: int | None = None) -> dict:
     """One process's pre-training (the only one, or one rank under torchrun)."""
-    tok = load_tokenizer(layout.tokenizer(params))
+    tok = load_tokenizer(artifacts.tokenizer(params))
     train, val = load_shards(params, "train"), load_shards(params, "val")
-    out = layout.pretrain(params)
+    out = artifacts.pretrain(params)
     torch.manual_seed(params.seed)  # identical initial weights on every process
     lm = build_lm(params.model, len(tok), special_ids(tok))
     rank0 = rank() == 0
-    lv = live(layout.live_pretrain(params)) if rank0 else None
+    lv = live(artifacts.live_pretrain(params)) if rank0 else None
     device = resolve_device(params.pretrain.device)
     dtype = torch.bfloat16 if bf16(params.pretrain, device) else torch.float32
     peak = matmul_peak(device, dtype, 2048 if device.type == "cuda" else 1024, 2.0)
@@ -68,10 +68,10 @@ def train_process(params: Params, resume: bool = False, stop_after: int | None =
         # tokens/s is global, the peak per process
         metrics.update({"train/mfu": flops / (peak * world), "peak_tflops": peak / 1e12})
     if rank0 and metrics["step"] == params.pretrain.steps:
-        with atomic_dir(layout.pretrain_hf(params)) as d:
+        with atomic_dir(artifacts.pretrain_hf(params)) as d:
             lm.save_pretrained(str(d))
             tok.save_pretrained(str(d))
-        write_json(layout.pretrain_metrics(params), metrics)
+        write_json(artifacts.pretrain_metrics(params), metrics)
     if lv:
         lv.end()
     if torch.distributed.is_initialized():

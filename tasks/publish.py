@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genpt import bundle, layout, quality_gate
+from genpt import artifacts, bundle, quality_gate
 from genpt.bundle.contents import build_bundle, default_version
 from genpt.io import write_json
 from genpt.params import Params
@@ -44,7 +44,7 @@ def run(
         "seconds": round(time.perf_counter() - t0, 3),
         "gate": {"passed": verdict["passed"], "forced": verdict.get("forced", False)},
     }
-    write_json(layout.publish_receipt(params), receipt)
+    write_json(artifacts.publish_receipt(params), receipt)
     return receipt
 
 

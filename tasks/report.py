@@ -3,7 +3,7 @@ metrics.json, table.json, report.md and ablation.png (genpt/ablation_report.py).
 
 from __future__ import annotations
 
-from genpt import layout
+from genpt import artifacts
 from genpt.ablation_report import bar_chart, load_study, markdown, summarize_study, table_rows
 from genpt.io import atomic_dir, write_json
 from genpt.params import Params
@@ -12,9 +12,9 @@ from genpt.params import Params
 def run(params: Params) -> dict:
     summary = summarize_study(load_study(params))
     text = markdown(summary, params)
-    with atomic_dir(layout.report(params)) as d:
-        write_json(d / layout.report_metrics.name, summary)
-        write_json(d / layout.report_table.name, table_rows(summary))
-        (d / layout.report_md.name).write_text(text + "\n", encoding="utf-8")
-        bar_chart(summary, d / layout.report_chart.name)
+    with atomic_dir(artifacts.report(params)) as d:
+        write_json(d / artifacts.report_metrics.name, summary)
+        write_json(d / artifacts.report_table.name, table_rows(summary))
+        (d / artifacts.report_md.name).write_text(text + "\n", encoding="utf-8")
+        bar_chart(summary, d / artifacts.report_chart.name)
     return {**summary, "markdown": text}

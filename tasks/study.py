@@ -3,7 +3,7 @@ over every seed of `study.seeds` (genpt/arms.py); writes study/DATASET/ARM.json.
 
 from __future__ import annotations
 
-from genpt import layout
+from genpt import artifacts
 from genpt.arms import study_arm
 from genpt.io import write_json
 from genpt.params import Params
@@ -11,5 +11,5 @@ from genpt.params import Params
 
 def run(params: Params, name: str, arm_name: str) -> dict:
     out = study_arm(params, name, arm_name)
-    write_json(layout.study(params, name, arm_name), out)
+    write_json(artifacts.study(params, name, arm_name), out)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from genpt import layout
+from genpt import artifacts
 from genpt.artifacts_check import trained_vocab
 from genpt.bundle.manifest import sha256_file
 from genpt.ingest.corpus import corpus_files, iter_documents, sha256
@@ -44,10 +44,10 @@ def run(params: Params) -> dict:
     train_ids, val_ids = ids[: len(pairs)], ids[len(pairs) :]
     t_enc = time.perf_counter() - t0
 
-    with atomic_dir(layout.tokenizer(params)) as d:
+    with atomic_dir(artifacts.tokenizer(params)) as d:
         save_tokenizer(tok, d)
         tok_sha = sha256_file(d / "tokenizer.json")
-    with atomic_dir(layout.tokens(params)) as d:
+    with atomic_dir(artifacts.tokens(params)) as d:
         manifest = {
             "vocab_size": len(tok),
             "dtype": dtype.name,
@@ -59,7 +59,7 @@ def run(params: Params) -> dict:
             "train": [write_shard(d / "train.bin", train_ids, eot, dtype)],
             "val": [write_shard(d / "val.bin", val_ids, eot, dtype)],
         }
-        write_json(d / layout.tokens_manifest.name, manifest)
+        write_json(d / artifacts.tokens_manifest.name, manifest)
     n_tokens = sum(s["tokens"] for s in manifest["train"] + manifest["val"])
     return {
         "documents": len(docs),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from genpt import layout, offline
+from genpt import artifacts, offline
 from genpt.ingest.validation import DataValidationError, validate
 from genpt.io import atomic_dir, write_json
 from genpt.params import Params
@@ -23,23 +23,23 @@ def run(params: Params) -> dict:
     """Validate; write summary.json and Data Docs; raise DataValidationError on any failure."""
     offline.apply()  # GX analytics off, also when called as a library
     t0 = time.perf_counter()
-    with atomic_dir(layout.validate(params)) as d:
+    with atomic_dir(artifacts.validate(params)) as d:
         summary, failures = validate(
             params.validation,
             params.paths.corpus,
             params.datasets,
-            d / layout.validate_docs.name,
+            d / artifacts.validate_docs.name,
             reader=params.corpus,
         )
         summary["success"] = not failures
         summary["failures"] = failures
         timing = {**summary.pop("timing_s"), "total": round(time.perf_counter() - t0, 2)}
-        write_json(d / layout.validate_summary.name, summary)  # deterministic: stages depend on it
-        write_json(d / layout.validate_timing.name, timing)
+        write_json(d / artifacts.validate_summary.name, summary)  # deterministic: stages use it
+        write_json(d / artifacts.validate_timing.name, timing)
         summary["timing_s"] = timing
     if failures:
         raise DataValidationError(
-            f"{len(failures)} expectation(s) failed (see {layout.validate(params)}):\n  "
+            f"{len(failures)} expectation(s) failed (see {artifacts.validate(params)}):\n  "
             + "\n  ".join(failures)
         )
     return summary

@@ -26,7 +26,7 @@ def test_offline_variables_are_set_only_in_tasks_offline():
     assert set(named) == {"genpt/offline.py"}, named
 
 
-# --- every artifact path defined once: genpt/layout.py, and dvc.yaml checked against it ----
+# --- every artifact path defined once: genpt/artifacts.py, and dvc.yaml checked against it ----
 
 DVC_VARS = {"${key}": "{name}", "${item.dataset}": "{name}", "${item.arm}": "{arm}"}
 
@@ -57,28 +57,28 @@ def dvc_artifact_paths() -> set[str]:
 
 
 def test_dvc_yaml_spells_the_layout_paths():
-    """Each dvc.yaml artifact path is a genpt/layout.py path (or a file under one), and each
+    """Each dvc.yaml artifact path is a genpt/artifacts.py path (or a file under one), and each
     layout path is in dvc.yaml or under one of its paths: a rename is caught both ways."""
-    from genpt import layout
+    from genpt import artifacts
 
-    templates = {a.template for a in layout.PATHS.values()}
+    templates = {a.template for a in artifacts.PATHS.values()}
     dvc = dvc_artifact_paths()
 
     def under(p: str, roots: set[str]) -> bool:
         return any(p == r or p.startswith(r + "/") for r in roots)
 
     assert not {p for p in dvc if not under(p, templates)}, "dvc.yaml paths not in layout"
-    not_dvc = {layout.run.template}  # written by the flow, not by a stage
+    not_dvc = {artifacts.run.template}  # written by the flow, not by a stage
     parents = {t for t in templates if any(p.startswith(t + "/") for p in dvc)}  # e.g. report/
     missing = {t for t in templates - not_dvc - parents if not under(t, dvc)}
     assert not missing, "layout paths not in dvc.yaml"
     from model.pretrain import CKPT
 
-    assert layout.pretrain_ckpt.name == CKPT
+    assert artifacts.pretrain_ckpt.name == CKPT
 
 
 def test_no_artifact_path_literal_outside_the_layout():
-    """`params.artifacts("...")` with a literal: only genpt/layout.py builds artifact paths."""
+    """`params.artifacts("...")` with a literal: only genpt/artifacts.py builds artifact paths."""
     found = []
     for f in python_files():
         for node in ast.walk(ast.parse(f.read_text(), str(f))):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from genpt import bundle, layout
+from genpt import artifacts, bundle
 from genpt.io import read_json, write_json
 from genpt.modelcard import model_card, render_plots
 from genpt.params import Params
@@ -68,20 +68,20 @@ def build_bundle(
     if fmt == "onnx":
         _copy(export, root / bundle.EXPORT_DIR)
     else:
-        _copy(layout.pretrain_hf(params), root / "pretrain")
+        _copy(artifacts.pretrain_hf(params), root / "pretrain")
         for n in params.datasets:
-            _copy(layout.finetune(params, n), root / "finetune" / n)
-    _copy(layout.tokenizer(params), root / "tokenizer")
-    if layout.report(params).is_dir():
-        _copy(layout.report(params), root / "report")
+            _copy(artifacts.finetune(params, n), root / "finetune" / n)
+    _copy(artifacts.tokenizer(params), root / "tokenizer")
+    if artifacts.report(params).is_dir():
+        _copy(artifacts.report(params), root / "report")
 
-    tok = read_json(layout.tokens_manifest(params)) or {}
+    tok = read_json(artifacts.tokens_manifest(params)) or {}
     metrics = {
-        "pretrain": read_json(layout.pretrain_metrics(params)) or {},
+        "pretrain": read_json(artifacts.pretrain_metrics(params)) or {},
         "finetune": {
-            n: read_json(layout.finetune_metrics(params, n)) or {} for n in params.datasets
+            n: read_json(artifacts.finetune_metrics(params, n)) or {} for n in params.datasets
         },
-        "eval": {n: read_json(layout.eval_metrics(params, n)) or {} for n in params.datasets},
+        "eval": {n: read_json(artifacts.eval_metrics(params, n)) or {} for n in params.datasets},
         "tokens": {
             "files": tok.get("files"),
             "vocab_size": tok.get("vocab_size"),
@@ -94,7 +94,7 @@ def build_bundle(
     (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     plots = render_plots(params, root / "plots")
     lin = lineage(params)
-    md = root / "report" / layout.report_md.name
+    md = root / "report" / artifacts.report_md.name
     report = md.read_text(encoding="utf-8") if md.exists() else None
     gate = (extra or {}).get("gate")
     card = model_card(params, name, version, fmt, metrics, plots, lin, report, gate)

@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
 
-from genpt import layout
+from genpt import artifacts
 from genpt.bundle.manifest import sha256_file
 
 ENCODE_CHUNK_CHARS = 65_536
@@ -109,10 +109,10 @@ def write_shard(path: Path, docs: list[np.ndarray], eot: int, dtype: np.dtype) -
 
 def load_shards(params, split: str):
     """The TokenShards of `split` ('train' or 'val') that the tokenize stage wrote under
-    layout.tokens(params)."""
+    artifacts.tokens(params)."""
     from genpt.artifacts_check import token_shards
     from model.shards import TokenShards
 
-    d = layout.tokens(params)
+    d = artifacts.tokens(params)
     m = token_shards(d, [split], sha=False)  # sizes: sha256 is the stage's, once
     return TokenShards([d / s["file"] for s in m[split]], m["dtype"])

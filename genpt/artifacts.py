@@ -3,7 +3,7 @@
 Paths are relative to params' `paths.artifacts`; `{name}` is a dataset, `{arm}` an arm of
 `study.arms`. dvc.yaml spells the same paths in its outs and deps, and
 tests/test_layout.py checks each of them against this module: a renamed output is one
-edit here and one there, or the test fails. Use: `layout.eval_metrics(params, name)`;
+edit here and one there, or the test fails. Use: `artifacts.eval_metrics(params, name)`;
 `.name` is the file's own name (for writes into an atomic dir).
 """
 
