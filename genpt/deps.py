@@ -1,7 +1,7 @@
 """What a stage's code is, derived from its imports: one list for dvc.yaml and resume.
 
 code_deps("tasks.pretrain") walks the stage module's import statements (top level and
-inside functions) through every repo-local module it reaches (model, tasks, flows) and
+inside functions) through every repo-local module it reaches (model, genpt, tasks, flows) and
 returns their files. A package's __init__.py counts when something is imported from it
 directly (`from genpt.bundle import write_manifest`), not when only a submodule is
 (`from genpt.bundle.manifest import sha256_file`). tests/test_dvc_deps.py checks

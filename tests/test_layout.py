@@ -1,4 +1,5 @@
-"""The tree's own rules: one place sets the offline environment."""
+"""The tree's own rules: one place sets the offline environment, one names every artifact
+path (genpt/artifacts.py), and no import runs from a lower layer up to a higher one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def python_files():
         yield from sorted((ROOT / d).rglob("*.py"))
 
 
-def test_offline_variables_are_set_only_in_tasks_offline():
+def test_offline_variables_are_set_only_in_genpt_offline():
     """Every other module calls genpt.offline.apply() (.ci/run and the Dockerfile may
     set them for the whole process)."""
     named = {}
