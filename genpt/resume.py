@@ -22,7 +22,7 @@ from genpt.params import Params
 from model.pretrain import CKPT, resume_problem
 from model.shards import Epochs
 
-FINGERPRINT = "ckpt.json"
+FINGERPRINT = artifacts.pretrain_fingerprint.name  # "ckpt.json", beside ckpt.pt
 TRAINING = "tasks.pretrain"  # its code, and every repo module it imports (genpt/deps.py)
 
 
