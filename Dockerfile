@@ -26,14 +26,15 @@ WORKDIR /src
 # pip's cache is a build cache mount, kept out of the image.
 RUN --mount=type=cache,target=/root/.cache/pip pip install torch==2.13.0
 COPY pyproject.toml constraints.txt ./
-RUN --mount=type=cache,target=/root/.cache/pip mkdir model tasks flows \
-    && touch README.md model/__init__.py tasks/__init__.py flows/__init__.py \
+RUN --mount=type=cache,target=/root/.cache/pip mkdir genpt model tasks flows \
+    && touch README.md genpt/__init__.py model/__init__.py tasks/__init__.py flows/__init__.py \
     && pip install . -c constraints.txt \
     && pip uninstall -y genpt
 
 # --- code: genpt itself under /opt/code, merged into the venv by a small last layer --------
 FROM build AS code
 COPY README.md ./
+COPY genpt genpt
 COPY model model
 COPY tasks tasks
 COPY flows flows

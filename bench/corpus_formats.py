@@ -1,4 +1,4 @@
-"""Reading speed of every local corpus source format (tasks/data/corpus.py).
+"""Reading speed of every local corpus source format (genpt/ingest/corpus.py).
 
     PYTHONPATH=. python bench/corpus_formats.py [--copies 10]
 
@@ -23,7 +23,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.data import corpus
+    from genpt.ingest import corpus
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--copies", type=int, default=10)

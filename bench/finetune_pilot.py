@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from tasks import offline
+from genpt import artifacts, offline
 
 
 def main() -> None:
@@ -35,12 +35,12 @@ def main() -> None:
     ap.add_argument("--pilot-seed", type=int, default=99, help="which rows form the pilot split")
     args = ap.parse_args()
     offline.apply()  # before transformers is imported
+    from genpt.arms import budget_split
+    from genpt.params import load_params
     from model.finetune import encode, finetune, init_lm
     from model.schema import num_labels
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer, special_ids
-    from tasks.params import load_params
-    from tasks.study import budget_split
 
     params = load_params(args.params)
     ds = params.dataset(args.dataset)
@@ -49,7 +49,7 @@ def main() -> None:
         raise SystemExit(f"{args.dataset}: only {len(rest)} train rows outside the budget")
     pick = np.random.default_rng(args.pilot_seed).permutation(len(rest))[: args.pilot_rows]
 
-    pretrained, tok_dir = params.artifacts("pretrain", "hf"), params.artifacts("tokenizer")
+    pretrained, tok_dir = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
     tok = load_tokenizer(tok_dir)
     max_len = params.model.shape().n_ctx
     fit, tune, pilot = (

@@ -33,7 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tasks import offline
+from genpt import offline
 
 
 def workspace(root: Path, n: int) -> Path:

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genpt import onnx_models as export
+from genpt.params import load_params
 from model.config import ModelConfig
 from model.gpt import build_lm
 from model.onnx_runtime import OnnxLM, OnnxTaskModel
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids, train_tokenizer
-from tasks import export
-from tasks.params import load_params
 
 SEQ, BATCHES, NEW_TOKENS = 128, (1, 32), 32
 
@@ -89,7 +89,7 @@ def main() -> None:
     model, meta = TaskModel.load(src)
     tok = load_tokenizer(src)
     ds = params.dataset("authors")
-    from tasks.data.loaders import load_split
+    from genpt.ingest.loaders import load_split
 
     rows = load_split(ds, "dev")
     print(f"exporting to {work} (int8 per_channel={cfg.int8_per_channel})")

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from genpt.params import load_params
+from genpt.stack import seaweedfs as stack
 from tasks import publish
-from tasks.params import load_params
-from tasks.stack import seaweedfs as stack
 
 
 def timed(label: str, fn):

@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/tokenize_throughput.py [--shared ../shared/data] [--vocab-size 8192]
 
 Corpus: tinyshakespeare + the Gutenberg books + WikiText-2 (~18 MB). Encodes with the
-stage's encoder (tasks/data/tokens.py: encode_corpus: tiktoken in a process pool, a sample
+stage's encoder (genpt/ingest/tokens.py: encode_corpus: tiktoken in a process pool, a sample
 checked against the HF tokenizer, written to shards) on all cores, then with one worker,
 then with the HF tokenizer alone (batch, all cores, and one thread) for comparison, and
 checks that all four give the same ids. Prints MB/s and tokens/s. Worker start-up (~2 s)
@@ -26,9 +26,9 @@ def main() -> None:
 
     import numpy as np
 
+    from genpt.ingest.corpus import Document, read_document
+    from genpt.ingest.tokens import chunks, encode_corpus
     from model.tokenizer import EOT, train_tokenizer
-    from tasks.data.corpus import Document, read_document
-    from tasks.data.tokens import chunks, encode_corpus
 
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser()

@@ -23,9 +23,9 @@ import torch
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from model.config import ModelConfig, PretrainConfig  # noqa: E402
-from model.data import TokenShards  # noqa: E402
 from model.gpt import build_lm, n_params  # noqa: E402
 from model.pretrain import flops_per_token, matmul_peak, pretrain  # noqa: E402
+from model.shards import TokenShards  # noqa: E402
 
 SP = {"start": 1, "delim": 2, "extract": 3, "pad": 4, "eot": 0}
 

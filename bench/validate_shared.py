@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks import offline
+from genpt import offline
 
 offline.apply()
 
@@ -71,7 +71,7 @@ SETS = {
 
 def shared_params(s: Path, artifacts: str):
     """Params over all shared data, and the splits to check (single-file sets: dev only)."""
-    from tasks.params import Params
+    from genpt.params import Params
 
     datasets, only = {}, {}
     for name, (task_type, adapter, train, dev, test, labels) in SETS.items():
@@ -100,7 +100,7 @@ def main() -> None:
     import great_expectations  # noqa: F401 - timed separately: the import is a fixed cost
 
     t_import = time.perf_counter() - t0
-    from tasks.data import validation
+    from genpt.ingest import validation
 
     params, only = shared_params(Path(a.shared), out)
     t1 = time.perf_counter()

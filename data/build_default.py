@@ -5,7 +5,7 @@
 Pre-training corpus and `authors`: public-domain Gutenberg texts, cut to the text
 between the "*** START OF" and "*** END OF" markers, so no Project Gutenberg
 trademark text remains. `snli`, `stsb`, `arc`: CC BY-SA 4.0 sets converted to the
-canonical schema by the adapters in tasks/data/loaders.py. Output is deterministic.
+canonical schema by the adapters in genpt/ingest/loaders.py. Output is deterministic.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def cloze_rows(text: str, rng: random.Random, n: int) -> list[dict]:
 
 
 def write_jsonl(rows: list[dict], path: Path) -> None:
-    from tasks.data.loaders import dump_jsonl
+    from genpt.ingest.loaders import dump_jsonl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     dump_jsonl(rows, path)
@@ -90,8 +90,8 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 def build_labelled(shared: Path, out: Path) -> None:
     """snli (entailment), stsb (similarity, score 0-5), arc (multiple choice)."""
-    from tasks.data import loaders
-    from tasks.data.leakage import record_keys
+    from genpt.ingest import loaders
+    from genpt.ingest.leakage import record_keys
 
     out = out / "finetune"
     # SNLI: the shared subset holds the first ~1.3k lines of the official dev and test

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from dvc.logger import setup
     from dvc.repo import Repo
 
-    from tasks.io import write_json
+    from genpt.io import write_json
 
     setup()  # DVC's own lines ("Running stage ...") as its CLI prints them
     try:

@@ -171,8 +171,8 @@ def write_params(root: Path, overrides: list[str]) -> None:
     """Apply `key=value` overrides to params.yaml as `dvc exp run -S` does: validated, atomic."""
     from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
 
-    from tasks.io import atomic_write_text
-    from tasks.params import apply_override, load_params
+    from genpt.io import atomic_write_text
+    from genpt.params import apply_override, load_params
 
     path = root / "params.yaml"
     load_params(path, overrides)  # bad keys / types fail here, before params.yaml changes
@@ -234,7 +234,7 @@ def loggers() -> tuple[logging.Logger, logging.Logger]:
     each stage's complete output, to the Prefect log only (also the console if verbose)."""
     from prefect.logging.handlers import APILogHandler
 
-    from tasks.logs import verbose
+    from genpt.logs import verbose
 
     out = []
     for name, console in (("genpt.pipeline", True), ("genpt.stage", verbose())):
@@ -328,10 +328,10 @@ def common_overrides(
     preset: str | None, lm_coef: float | None, steps: int | None, overrides: list[str] | None
 ) -> list[str]:
     """Flow parameters as DVC-style `key=value` overrides of params.yaml."""
-    out = [f"model.preset={preset}"] if preset else []
-    out += [f"finetune.lm_coef={lm_coef}"] if lm_coef is not None else []
-    out += [f"pretrain.steps={steps}"] if steps is not None else []
-    return out + list(overrides or [])
+    from genpt.params import as_overrides
+
+    sets = {"model.preset": preset, "finetune.lm_coef": lm_coef, "pretrain.steps": steps}
+    return as_overrides(sets) + list(overrides or [])
 
 
 @contextmanager
@@ -340,7 +340,7 @@ def applied_params(root: Path, overrides: list[str], source: Path | None = None)
     the block's duration, then as it was: the flow's parameters change this run, not the
     file the user owns (dvc.lock records the values the stages ran with, so a later plain
     run re-runs what they changed)."""
-    from tasks.io import atomic_write_text
+    from genpt.io import atomic_write_text
 
     path = root / "params.yaml"
     before = path.read_bytes()
@@ -351,7 +351,7 @@ def applied_params(root: Path, overrides: list[str], source: Path | None = None)
         yield
     finally:
         if path.read_bytes() != before:
-            from tasks.io import atomic_write_text
+            from genpt.io import atomic_write_text
 
             atomic_write_text(path, before.decode("utf-8"))
 
@@ -378,8 +378,8 @@ def pipeline(
     params_file: run with this file's params (e.g. recipes/cpu-hour.yaml) instead of the
     workspace's params.yaml, which is restored after the run.
     """
-    from tasks import summary
-    from tasks.params import load_params
+    from genpt import summary
+    from genpt.params import load_params
 
     brief, _ = loggers()
     root = Path(workspace).resolve()

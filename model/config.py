@@ -114,3 +114,7 @@ class FinetuneConfig(Strict):
     max_len: int | None = Field(None, gt=8)  # default: the model's n_ctx
     max_train_examples: int | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def input_len(self, n_ctx: int) -> int:
+        """Tokens per example: max_len, else the whole context (n_ctx) of the LM tuned."""
+        return self.max_len or n_ctx

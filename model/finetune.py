@@ -15,10 +15,10 @@ from transformers import PreTrainedTokenizerFast
 
 from model import inputs, metrics
 from model.config import FinetuneConfig, ModelConfig
+from model.device import resolve_device
 from model.gpt import build_lm
 from model.inputs import encode_record
 from model.optim import param_groups
-from model.pretrain import resolve_device
 from model.progress import progress
 from model.schema import MISSING_CHOICE, label_of
 from model.task_model import TaskModel

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from model.schema import TEXT_FIELDS, check_task_type, is_regression
+from model.schema import ONE_SEQUENCE, TEXT_FIELDS, check_task_type, is_regression
 
 Ids = list[int]
 
@@ -133,7 +133,7 @@ def collate(examples: Sequence[list[Ids]], task_type: str, pad_id: int) -> dict[
         for j, seq in enumerate(ex):
             ids[i, j, : len(seq)] = torch.tensor(seq)
             mask[i, j, : len(seq)] = 1
-    if task_type in ("classification", "entailment"):
+    if task_type in ONE_SEQUENCE:
         ids, mask = ids[:, 0], mask[:, 0]
     return {"input_ids": ids, "attention_mask": mask}
 
@@ -199,7 +199,7 @@ def describe(task_type: str, max_len: int, tokens: dict[str, str], ids: dict[str
             "attention_mask": "1 on sequence tokens, 0 on padding",
         },
         "shape": "(batch_size, sequence_length)"
-        if task_type in ("classification", "entailment")
+        if task_type in ONE_SEQUENCE
         else "(batch_size, sequences, sequence_length); sequence_length = the longest "
         "sequence in the batch",
     }

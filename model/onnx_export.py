@@ -26,6 +26,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
+from model.schema import ONE_SEQUENCE
 from model.task_model import TaskModel
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def export_task_model(model: TaskModel, path: str | Path, opset: int = 18) -> No
     """(B, T) or (B, K, T) ids and mask -> task logits; batch, choices and length dynamic."""
     model = model.eval()
     out = {0: BATCH}
-    if model.task_type in ("classification", "entailment"):
+    if model.task_type in ONE_SEQUENCE:
         shape, dims = (3, 16), {0: BATCH, 1: SEQ}
     elif model.task_type == "similarity":
         shape, dims = (3, 2, 16), {0: BATCH, 2: SEQ}  # always both orderings

@@ -136,13 +136,16 @@ class OnnxTaskModel:
         for i, r in enumerate(records, start=1):
             yield inputs.encode_record(r, self.task_type, self.tok, self.meta["max_len"], i)
 
+    def batches(self, records: Sequence[dict], batch_size: int = 32) -> Iterator[list[dict]]:
+        """{"prediction", "logits"} per record, a list per batch, in order; every record is
+        encoded (and checked) before the first batch runs."""
+        examples = list(self.encode(records))
+        for i in range(0, len(examples), batch_size):
+            yield self.format(self.logits(examples[i : i + batch_size]))
+
     def predict(self, records: Sequence[dict], batch_size: int = 32) -> list[dict]:
         """One {"prediction", "logits"} per record, in order."""
-        examples = list(self.encode(records))
-        out = []
-        for i in range(0, len(examples), batch_size):
-            out.extend(self.format(self.logits(examples[i : i + batch_size])))
-        return out
+        return [row for batch in self.batches(records, batch_size) for row in batch]
 
     def format(self, logits: np.ndarray) -> list[dict]:
         rows = []

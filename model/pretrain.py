@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from model.config import PretrainConfig
-from model.data import Epochs, TokenShards
+from model.device import resolve_device, world_size
 from model.gpt import n_params
 from model.optim import param_groups
 from model.progress import progress
+from model.shards import Epochs, TokenShards
 
 CKPT = "ckpt.pt"
 VAL_SEED = 1_000_003  # keeps validation windows apart from training draws
@@ -72,14 +73,6 @@ def lr_lambda(cfg: PretrainConfig) -> Callable[[int], float]:
     return f
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
 def bf16(cfg: PretrainConfig, device: torch.device) -> bool:
     """Whether training runs under bf16 autocast: `precision`, auto = on CUDA."""
     return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
@@ -87,7 +80,7 @@ def bf16(cfg: PretrainConfig, device: torch.device) -> bool:
 
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world_size); joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    world = world_size()
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -16,10 +16,16 @@ ONNX runtime).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 
-TASK_TYPES: tuple[str, ...] = ("classification", "entailment", "similarity", "multiple_choice")
+TaskType = Literal["classification", "entailment", "similarity", "multiple_choice"]
+TASK_TYPES: tuple[str, ...] = get_args(TaskType)
+# Task types whose label is a class name, so a dataset must declare its `labels`.
+NEEDS_LABELS: tuple[str, ...] = ("classification", "entailment")
+# Task types whose record is one token sequence: (batch, length) model inputs.
+ONE_SEQUENCE: tuple[str, ...] = ("classification", "entailment")
 # Text fields per task type (multiple choice also has the list `choices`).
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("text",),

@@ -1,1 +1,1 @@
-"""Pipeline steps: each module reads its section of params.yaml, does its I/O and calls `model/`."""
+"""The pipeline's stages, one module per dvc.yaml stage (`genpt STAGE` runs `run`)."""

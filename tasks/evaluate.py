@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from genpt import artifacts, artifacts_check
+from genpt.ingest.loaders import load_split
+from genpt.io import live, write_json
+from genpt.params import Params
 from model import metrics as M
 from model.finetune import encode, predict
 from model.task_model import HEAD_FILE, TASK_FILE, TaskModel
 from model.tokenizer import load_tokenizer, special_ids
-from tasks import artifacts_check
-from tasks.data.loaders import load_split
-from tasks.io import live, write_json
-from tasks.params import Params
 
 
 def run(params: Params, name: str) -> dict:
     ds = params.dataset(name)
-    src = params.artifacts("finetune", name)
+    src = artifacts.finetune(params, name)
     artifacts_check.hf_model(src, f"re-run `genpt finetune {name}`", also=(TASK_FILE, HEAD_FILE))
     rows = load_split(ds, "dev")
     model, meta = TaskModel.load(src)
@@ -26,7 +26,7 @@ def run(params: Params, name: str) -> dict:
     logits = predict(model, examples, special_ids(tok)["pad"])
     gold = np.array([e.label for e in examples])
     result = {"examples": len(examples), **M.compute(logits, gold, model.regression)}
-    lv = live(params.artifacts("live", "evaluate", name))
+    lv = live(artifacts.live_evaluate(params, name))
     for k, v in result.items():
         lv.log_metric(k, v, plot=False)
     # A confusion matrix for every task type; regression scores are binned to 0.5 first.
@@ -38,5 +38,5 @@ def run(params: Params, name: str) -> dict:
         actual, predicted = [names[i] for i in gold], [names[i] for i in logits.argmax(-1)]
     lv.log_sklearn_plot("confusion_matrix", actual, predicted, name="confusion_matrix.json")
     lv.end()
-    write_json(params.artifacts("eval", name, "metrics.json"), result)
+    write_json(artifacts.eval_metrics(params, name), result)
     return result

@@ -5,38 +5,39 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from genpt import artifacts
+from genpt.artifacts_check import lm_init
+from genpt.ingest.loaders import load_split, subsample
+from genpt.io import atomic_dir, live, log_to, write_json
+from genpt.params import Params
 from model.finetune import encode, finetune, init_lm
 from model.metrics import majority_baseline
 from model.schema import num_labels
 from model.task_model import TaskModel
 from model.tokenizer import special_ids
-from tasks.artifacts_check import lm_init
-from tasks.data.loaders import load_split, subsample
-from tasks.io import atomic_dir, live, log_to, write_json
-from tasks.params import Params
 
 
 def run(params: Params, name: str) -> dict:
     ds, cfg = params.dataset(name), params.finetune_for(name)
     train_rows, dev_rows = load_split(ds, "train"), load_split(ds, "dev")  # validate first
     train_rows = subsample(train_rows, cfg.max_train_examples, params.seed)
-    pretrained, tokenizer = params.artifacts("pretrain", "hf"), params.artifacts("tokenizer")
+    pretrained, tokenizer = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
     lm_init(cfg.init, pretrained, tokenizer)
     torch.manual_seed(params.seed)
     tok, lm = init_lm(cfg.init, pretrained, tokenizer, params.model)
-    max_len = cfg.max_len or lm.config.n_positions
+    max_len = cfg.input_len(lm.config.n_positions)
     train = encode(train_rows, ds.task_type, tok, max_len, ds.labels)
     dev = encode(dev_rows, ds.task_type, tok, max_len, ds.labels)
     model = TaskModel(lm, ds.task_type, num_labels(ds.task_type, ds.labels), cfg.head_dropout)
     pad = special_ids(tok)["pad"]
-    lv = live(params.artifacts("live", "finetune", name))
+    lv = live(artifacts.live_finetune(params, name))
     metrics = finetune(model, train, dev, cfg, pad, params.seed, log=log_to(lv))
     lv.end()
     if not model.regression:
         metrics["dev/majority_baseline"] = majority_baseline(
             np.array([e.label for e in train]), np.array([e.label for e in dev])
         )
-    with atomic_dir(params.artifacts("finetune", name)) as d:
+    with atomic_dir(artifacts.finetune(params, name)) as d:
         model.cpu().save(
             d,
             extra={
@@ -48,5 +49,5 @@ def run(params: Params, name: str) -> dict:
             },
         )
         tok.save_pretrained(str(d))
-        write_json(d / "metrics.json", metrics)
+        write_json(d / artifacts.finetune_metrics.name, metrics)
     return metrics

@@ -1,12 +1,12 @@
-"""Stage `gate`: the quality gate (tasks/quality_gate.py) fails the run here, before
+"""Stage `gate`: the quality gate (genpt/quality_gate.py) fails the run here, before
 export and publish; writes gate/verdict.json."""
 
 from __future__ import annotations
 
-from tasks import bundle
-from tasks.io import write_json
-from tasks.params import Params
-from tasks.quality_gate import GateFailed, enforce
+from genpt import artifacts, bundle
+from genpt.io import write_json
+from genpt.params import Params
+from genpt.quality_gate import GateFailed, enforce
 
 __all__ = ["GateFailed", "run"]
 
@@ -16,7 +16,7 @@ def run(params: Params) -> dict:
     try:
         v = enforce(params, bundle.registry_store(params.publish))
     except GateFailed as e:  # the failing verdict too lists every check
-        write_json(params.artifacts("gate", "verdict.json"), e.verdict)
+        write_json(artifacts.gate_verdict(params), e.verdict)
         raise
-    write_json(params.artifacts("gate", "verdict.json"), v)
+    write_json(artifacts.gate_verdict(params), v)
     return v

@@ -1,120 +1,19 @@
 """Stage `publish`: a versioned, verifiable model bundle in the registry (S3 or a local dir).
 
-models/NAME/VERSION/ holds the ONNX bundle (from `genpt export`, when present, under
-onnx/; else the Hugging Face checkpoints), the tokenizer, params.yaml, metrics, plots, a
-model card (README.md) and manifest.json (sha256 + bytes of every file, plus lineage: git
-commit, dvc.lock hashes, params). This module decides what goes in; tasks.bundle lays it
-out, uploads it atomically for readers and moves `latest` (see tasks/bundle/__init__.py).
+The quality gate runs first; the bundle (genpt/bundle/contents.py) is uploaded atomically
+for readers and `latest` moves (genpt.bundle); publish/receipt.json records where it went.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
-from tasks import bundle, quality_gate
-from tasks.io import read_json, write_json
-from tasks.modelcard import model_card, render_plots
-from tasks.params import Params
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def default_version() -> str:
-    """UTC time + short git sha, e.g. 20261127T141500Z-8c3df4d (sortable, unique enough)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    sha = _git("rev-parse", "--short=7", "HEAD")
-    return f"{stamp}-{sha}" if sha else stamp
-
-
-def lineage(params: Params, lock: str | Path = "dvc.lock") -> dict:
-    """git commit, the md5 of every dep/out in dvc.lock (data, tokens, checkpoints), params."""
-    stages = {}
-    if Path(lock).exists():
-        for name, st in (yaml.safe_load(Path(lock).read_text()) or {}).get("stages", {}).items():
-            stages[name] = {
-                kind: {e["path"]: e.get("md5") for e in st.get(kind, [])}
-                for kind in ("deps", "outs")
-            }
-    return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "dvc_lock": stages,
-        "params": params.model_dump(mode="json"),
-    }
-
-
-def _copy(src: Path, dst: Path) -> None:
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: missing (run the pipeline first: `dvc repro`)")
-    shutil.copytree(src, dst) if src.is_dir() else shutil.copyfile(src, dst)
-
-
-def build_bundle(
-    params: Params, root: Path, name: str, version: str, extra: dict | None = None
-) -> dict:
-    """Lay the bundle out in `root` (a local staging dir); returns its manifest.
-
-    extra: more top-level manifest keys (e.g. the result of a pre-upload check).
-    """
-    art = params.artifacts
-    export = art(params.publish.export_dir)
-    fmt = "onnx" if export.is_dir() and any(export.iterdir()) else "hf"
-    if fmt == "onnx":
-        _copy(export, root / bundle.EXPORT_DIR)
-    else:
-        _copy(art("pretrain", "hf"), root / "pretrain")
-        for n in params.datasets:
-            _copy(art("finetune", n), root / "finetune" / n)
-    _copy(art("tokenizer"), root / "tokenizer")
-    if art("report").is_dir():
-        _copy(art("report"), root / "report")
-
-    tok = read_json(art("tokens", "manifest.json")) or {}
-    metrics = {
-        "pretrain": read_json(art("pretrain", "metrics.json")) or {},
-        "finetune": {
-            n: read_json(art("finetune", n, "metrics.json")) or {} for n in params.datasets
-        },
-        "eval": {n: read_json(art("eval", n, "metrics.json")) or {} for n in params.datasets},
-        "tokens": {
-            "files": tok.get("files"),
-            "vocab_size": tok.get("vocab_size"),
-            "train_tokens": sum(s["tokens"] for s in tok.get("train", [])),
-            "val_tokens": sum(s["tokens"] for s in tok.get("val", [])),
-        },
-    }
-    for key, value in metrics.items():
-        write_json(root / "metrics" / f"{key}.json", value)
-    (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
-    plots = render_plots(params, root / "plots")
-    lin = lineage(params)
-    md = root / "report" / "report.md"
-    report = md.read_text(encoding="utf-8") if md.exists() else None
-    gate = (extra or {}).get("gate")
-    card = model_card(params, name, version, fmt, metrics, plots, lin, report, gate)
-    (root / "README.md").write_text(card, encoding="utf-8")
-    return bundle.build_manifest(
-        root,
-        name=name,
-        version=version,
-        format=fmt,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        lineage=lin,
-        **(extra or {}),
-    )
+from genpt import artifacts, bundle, quality_gate
+from genpt.bundle.contents import build_bundle, default_version
+from genpt.io import write_json
+from genpt.params import Params
 
 
 def run(
@@ -145,7 +44,7 @@ def run(
         "seconds": round(time.perf_counter() - t0, 3),
         "gate": {"passed": verdict["passed"], "forced": verdict.get("forced", False)},
     }
-    write_json(params.artifacts("publish", "receipt.json"), receipt)
+    write_json(artifacts.publish_receipt(params), receipt)
     return receipt
 
 

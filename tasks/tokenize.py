@@ -4,59 +4,23 @@ Outputs (under paths.artifacts): tokenizer/ (tokenizer.json + transformers files
 tokens/{train,val}-NNNNN.bin (fixed-size shards), tokens/{train,val}.idx (document
 index) and tokens/manifest.json (token counts, dtype, vocab size, sha256 of every shard,
 source file and the tokenizer, and the inputs that made them). The work, in bounded
-memory: tasks/data/tokens.py. Re-running with the same corpus and params, its outputs
+memory: genpt/ingest/tokens.py. Re-running with the same corpus and params, its outputs
 intact, does nothing.
 """
 
 from __future__ import annotations
 
-import resource
 import time
 
-from tasks import artifacts_check
-from tasks.bundle.manifest import sha256_file
-from tasks.data.corpus import corpus_files, iter_documents, sha256
-from tasks.data.tokens import encode_corpus, sample
-from tasks.errors import GenptError
-from tasks.io import atomic_dir, read_json, write_json
-from tasks.params import Params
+from genpt import artifacts, artifacts_check
+from genpt.bundle.manifest import sha256_file
+from genpt.ingest.corpus import iter_documents
+from genpt.ingest.token_inputs import cpu_s, inputs, unchanged
+from genpt.ingest.tokens import encode_corpus, sample
+from genpt.io import atomic_dir, write_json
+from genpt.params import Params
 
 SECTIONS = ("paths", "corpus", "tokenizer")  # the params it reads (dvc.yaml: paths.corpus, ...)
-FORMAT = 2  # 2: fixed-size shards, a document index, BPE on a sample
-
-
-def inputs(params: Params) -> dict:
-    """What the outputs are a function of: the sources' sha256 and the params read."""
-    return {
-        "format": FORMAT,
-        "files": [{"path": f, "sha256": sha256(f)} for f in corpus_files(params.paths.corpus)],
-        "val_fraction": params.paths.val_fraction,
-        "corpus": params.corpus.model_dump(),
-        "tokenizer": params.tokenizer.model_dump(),
-    }
-
-
-def unchanged(params: Params, want: dict) -> dict | None:
-    """The manifest of intact outputs made from `want`, else None."""
-    d = params.artifacts("tokens")
-    m = read_json(d / "manifest.json")
-    if not m or m.get("inputs") != want:
-        return None
-    try:
-        artifacts_check.token_shards(d)
-        ok = sha256_file(params.artifacts("tokenizer") / "tokenizer.json") == m["tokenizer_sha256"]
-    except (GenptError, OSError, KeyError):
-        return None
-    return m if ok else None
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the encoding workers)."""
-    own, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run(params: Params) -> dict:
@@ -88,9 +52,9 @@ def run(params: Params) -> dict:
             seen["bytes"] += d.nbytes
             yield d
 
-    with atomic_dir(params.artifacts("tokenizer")) as tok_dir:
+    with atomic_dir(artifacts.tokenizer(params)) as tok_dir:
         save_tokenizer(tok, tok_dir)
-        with atomic_dir(params.artifacts("tokens")) as d:
+        with atomic_dir(artifacts.tokens(params)) as d:
             t0, cpu0 = time.perf_counter(), cpu_s()
             out = encode_corpus(
                 counted(), tok, d, dtype=dtype, eot=eot, val_fraction=val_fraction,
@@ -110,7 +74,7 @@ def run(params: Params) -> dict:
                 "val": out["val"]["shards"],
                 "index": {s: out[s]["index"] for s in ("train", "val")},
             }
-            write_json(d / "manifest.json", manifest)
+            write_json(d / artifacts.tokens_manifest.name, manifest)
     n_tokens = sum(s["tokens"] for s in manifest["train"] + manifest["val"])
     return {
         **seen,

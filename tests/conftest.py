@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import offline
+from genpt import offline
 
 offline.apply(TQDM_DISABLE="1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -144,8 +144,8 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
 @pytest.fixture(scope="session")
 def tokens(tmp_path_factory) -> Path:
     """The default corpus tokenized once (vocab 1024); an artifacts dir to copy from."""
+    from genpt.params import load_params
     from tasks import tokenize
-    from tasks.params import load_params
 
     def build(art: Path) -> None:
         tokenize.run(load_params(ROOT / "params.yaml", tiny(art)))
@@ -188,7 +188,7 @@ def genpt_pipeline(ws: Path, *args: str) -> subprocess.CompletedProcess:
     env.update(PREFECT_HOME=str(ws.parent / "prefect-home"), PYTHONPATH=str(ws))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "pipeline", *args],
+        [sys.executable, "-m", "genpt.cli", "pipeline", *args],
         cwd=ws, env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
 
@@ -219,10 +219,10 @@ def workspace_copy(pipeline_run: Path, dst: Path) -> Path:
 
 @contextmanager
 def seaweedfs(state: Path, **kw):
-    """A real SeaweedFS S3 server on 127.0.0.1 (tasks/stack/seaweedfs.py), always stopped by pid
+    """A real SeaweedFS S3 server on 127.0.0.1 (genpt/stack/seaweedfs.py), always stopped by pid
     (also after a restart on the same state dir): the one way the tests start one. Tests
     that kill or restart a server use their own; the rest share `weed`."""
-    from tasks.stack import seaweedfs as stack
+    from genpt.stack import seaweedfs as stack
 
     server = stack.up(state, **kw)
     try:
@@ -234,7 +234,7 @@ def seaweedfs(state: Path, **kw):
 @pytest.fixture(scope="module")
 def weed(tmp_path_factory):
     """The SeaweedFS server the tests that need S3 share, one per test module (so what
-    one module publishes never meets another's); keys and buckets: tasks/stack/seaweedfs.py."""
+    one module publishes never meets another's); keys and buckets: genpt/stack/seaweedfs.py."""
     with seaweedfs(tmp_path_factory.mktemp("weed")) as server:
         yield server
 
@@ -250,7 +250,7 @@ def s3_env(weed, monkeypatch, tmp_path):
 
 def tiny_export_params(root: Path):
     """The Params of `tiny_export`, with its artifacts under root/artifacts."""
-    from tasks.params import load_params
+    from genpt.params import load_params
 
     overrides = [
         f"paths.artifacts={root / 'artifacts'}",
@@ -300,11 +300,13 @@ def _build_published(src_params, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from genpt import bundle
+    from genpt import onnx_models as export
+    from genpt.ingest.loaders import load_split
+    from genpt.params import ExportConfig, load_params
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer
-    from tasks import bundle, export, publish
-    from tasks.data.loaders import load_split
-    from tasks.params import ExportConfig, load_params
+    from tasks import publish
 
     src, art = src_params.artifacts(), tmp / "artifacts"
     shutil.copytree(src / "tokenizer", art / "tokenizer")
@@ -344,7 +346,7 @@ def published(tiny_export, tmp_path_factory):
     same LM (max_len 64, so truncation happens): enough to check how inputs are built.
     Returns the verified version directory (models/genpt/v1).
     """
-    from tasks import bundle
+    from genpt import bundle
 
     tmp = built_once(tmp_path_factory, "published", lambda d: _build_published(tiny_export, d))
     return bundle.open_bundle(tmp / "registry" / "models" / "genpt" / "latest")

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 def genpt(*args, check=True):
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args],
+        [sys.executable, "-m", "genpt.cli", *args],
         cwd=ROOT,
         text=True,
         capture_output=True,
@@ -23,7 +23,7 @@ def commands() -> dict[str, object]:
     """Every command of the typer app, by its path ("validate", "stack up", ...)."""
     import typer
 
-    from tasks.cli import app
+    from genpt.cli import app
 
     out, todo = {}, [((), typer.main.get_command(app))]
     while todo:
@@ -39,7 +39,7 @@ def commands() -> dict[str, object]:
 def test_help_lists_and_explains_every_command():
     from typer.testing import CliRunner
 
-    from tasks.cli import app
+    from genpt.cli import app
 
     cmds = commands()
     assert {"validate", "pipeline", "predict", "stack up", "stack status"} <= set(cmds)

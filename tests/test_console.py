@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from tasks import logs
+from genpt import logs
 from tests.conftest import ROOT, TINY, genpt_pipeline, workspace_copy
 
 MAX_LINES = 60  # the whole console output of a default-shaped run
@@ -45,7 +45,7 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
     # `genpt status` reads the same files; with the same params it prints the same summary
     sets = [x for o in TINY for x in ("-S", o)]
     st = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "status", *sets],
+        [sys.executable, "-m", "genpt.cli", "status", *sets],
         cwd=ws, env=dict(os.environ, PYTHONPATH=str(ws)), capture_output=True, text=True,
     )  # fmt: skip
     assert st.returncode == 0 and st.stdout.strip() == out.strip()

@@ -129,7 +129,7 @@ def _sources_digest() -> str:
     )
 
 
-PACKAGES = ["model", "tasks", "flows"]
+PACKAGES = ["genpt", "model", "tasks", "flows"]
 
 
 @pytest.mark.container
@@ -145,7 +145,7 @@ def test_image_runs_genpt_as_non_root(image):
 @pytest.mark.slow
 def test_image_genpt_is_this_checkout(image):
     """A broken or stale build is caught: the image's genpt code is byte for byte the
-    checkout's (every .py file of model/, tasks/, flows/) and its version is pyproject's."""
+    checkout's (every .py file of genpt/, model/, tasks/, flows/) and its version is pyproject's."""
     code = _sources_digest() + "import importlib.metadata as m; print(m.version('genpt'))"
     out = podman("run", "--rm", "--entrypoint", "python", image, "-c", code).stdout.splitlines()
     import hashlib
@@ -195,7 +195,7 @@ def test_no_secret_in_the_image_history_or_env(image, tmp_path):
 
 def _workspace(dst: Path, overrides: list[str]) -> None:
     """A copy of the checkout's files (no .git: DVC runs without SCM), params.yaml set."""
-    from tasks.params import apply_override, read_yaml
+    from genpt.params import apply_override, read_yaml
 
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],

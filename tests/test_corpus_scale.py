@@ -74,7 +74,7 @@ def run_measured(
 
 def validate_cmd(corpus: list[str], root: Path, art: Path) -> list[str]:
     sets = [f"paths.corpus={json.dumps(corpus)}", f"corpus.root={root}", f"paths.artifacts={art}"]
-    return [sys.executable, "-m", "tasks.cli", "validate", *(x for s in sets for x in ("-S", s))]
+    return [sys.executable, "-m", "genpt.cli", "validate", *(x for s in sets for x in ("-S", s))]
 
 
 @pytest.mark.slow
@@ -102,9 +102,9 @@ def test_workers_find_what_the_main_process_finds(tmp_path, monkeypatch):
     the in-process scan, and a bad file met mid-stream still stops it with its name."""
     import gzip
 
-    from tasks.data import scan
-    from tasks.data.corpus import CorpusError, iter_documents
-    from tasks.data.leakage import EvalNgrams
+    from genpt.ingest import scan
+    from genpt.ingest.corpus import CorpusError, iter_documents
+    from genpt.ingest.leakage import EvalNgrams
 
     leak = "the old lighthouse keeper counted every ship that passed the rocky northern cape"
     texts = [f"Document {i}: some words about nothing in particular, number {i}." for i in range(9)]

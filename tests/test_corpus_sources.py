@@ -1,4 +1,4 @@
-"""Corpus sources (tasks/data/corpus.py): every format and store reads the same text the
+"""Corpus sources (genpt/ingest/corpus.py): every format and store reads the same text the
 same way, down to the token shards; a mis-declared or damaged file fails naming itself."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from genpt.ingest import corpus
+from genpt.params import Params
 from tasks import tokenize, validate
-from tasks.data import corpus
-from tasks.params import Params
 from tests.conftest import ROOT
 from tests.test_bad_inputs import no_partial_output
 
@@ -94,7 +94,7 @@ def test_a_datasets_directory_tokenizes_like_plain_text(tmp_path, texts, plain):
 
 
 def test_s3_text_tokenizes_like_plain_text(s3_env, tmp_path, texts, plain):
-    from tasks.stack.storage import s3_client
+    from genpt.stack.storage import s3_client
 
     client = s3_client()
     for name, text in texts.items():
@@ -111,7 +111,7 @@ def test_s3_text_tokenizes_like_plain_text(s3_env, tmp_path, texts, plain):
 
 
 def corpus_cfg(**kw):
-    from tasks.params import CorpusConfig
+    from genpt.params import CorpusConfig
 
     return CorpusConfig(**kw)
 
@@ -176,7 +176,7 @@ def test_under_dvc_a_file_outside_corpus_root_is_refused(tmp_path, monkeypatch, 
 @pytest.mark.parametrize("name", ["params.yaml", "recipes/cpu-hour.yaml"])
 def test_shipped_params_keep_the_corpus_under_corpus_root(name, shared_data):
     """Else `dvc repro` refuses the corpus (and dvc would miss its edits)."""
-    from tasks.params import load_params
+    from genpt.params import load_params
 
     p = load_params(ROOT / name)
     files = corpus.corpus_files([str(ROOT / f) for f in p.paths.corpus])

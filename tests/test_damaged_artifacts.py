@@ -1,6 +1,6 @@
 """The damaged-artifact catalog: a damaged artifact that a stage reads, or a vocabulary the
 corpus cannot fill, fails through the real `genpt` command with exit 2 and one line (the
-path, what is wrong, what to do), no traceback, and nothing written (tasks/artifacts_check.py).
+path, what is wrong, what to do), no traceback, and nothing written (genpt/artifacts_check.py).
 
 `python tests/test_damaged_artifacts.py` prints the catalog as a table (case, command,
 exit code, last line of stderr) for the code that PYTHONPATH points at.
@@ -188,7 +188,7 @@ def test_verbose_adds_the_cause(built, tmp_path):
 def test_a_flipped_bit_inside_a_checkpoint_fails_its_crc(tmp_path):
     import torch
 
-    from tasks.artifacts_check import CKPT_KEYS, DamagedArtifact, checkpoint
+    from genpt.artifacts_check import CKPT_KEYS, DamagedArtifact, checkpoint
 
     ckpt = tmp_path / "ckpt.pt"
     torch.save({**dict.fromkeys(CKPT_KEYS), "model": torch.full((1000,), 7.0)}, ckpt)
@@ -205,7 +205,7 @@ def test_the_committed_checkpoint_in_dvc_cache_is_offered(tmp_path, monkeypatch)
     and that command does restore a checkpoint that passes the check."""
     import torch
 
-    from tasks.artifacts_check import CKPT_KEYS, DamagedArtifact, checkpoint
+    from genpt.artifacts_check import CKPT_KEYS, DamagedArtifact, checkpoint
 
     dvc = [str(Path(sys.executable).with_name("dvc")), "-q"]
     monkeypatch.chdir(tmp_path)
@@ -223,9 +223,9 @@ def test_the_committed_checkpoint_in_dvc_cache_is_offered(tmp_path, monkeypatch)
 
 
 def test_bpe_may_stop_at_most_10_percent_short(caplog):
+    from genpt.artifacts_check import trained_vocab
+    from genpt.errors import GenptError
     from model.config import TokenizerConfig
-    from tasks.artifacts_check import trained_vocab
-    from tasks.errors import GenptError
 
     cfg = TokenizerConfig(vocab_size=300)
     trained_vocab(300, cfg, ["c.txt"])

@@ -1,4 +1,4 @@
-"""Data-parallel pre-training launched by the stage itself (tasks/launch.py), gloo on CPU.
+"""Data-parallel pre-training launched by the stage itself (genpt/launch.py), gloo on CPU.
 
 Every run has the same global batch (8 sequences) and no dropout, so 1 and 2 processes
 train the same model up to float summation order.
@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import launch, pretrain
-from tasks.launch import LaunchError
-from tasks.params import load_params
+from genpt import launch
+from genpt.launch import LaunchError
+from genpt.params import load_params
+from tasks import pretrain
 from tasks.pretrain import ResumeError
 from tests.conftest import ROOT, copy_tokens, tiny
 
@@ -44,7 +45,7 @@ def _params(art: Path, *extra: str):
 def _genpt(art: Path, *extra: str, args: tuple[str, ...] = (), env: dict | None = None):
     """`genpt pretrain` (the dvc.yaml stage's command) as a subprocess."""
     sets = [x for s in tiny(art, *COMMON, *extra) for x in ("-S", s)]
-    cmd = [sys.executable, "-m", "tasks.cli", "pretrain", "-p", str(ROOT / "params.yaml")]
+    cmd = [sys.executable, "-m", "genpt.cli", "pretrain", "-p", str(ROOT / "params.yaml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(
         [*cmd, *sets, *args],

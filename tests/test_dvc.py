@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.stack import seaweedfs as stack
+from genpt.stack import seaweedfs as stack
 from tests.conftest import TINY, clone_repo, workspace_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,9 +157,9 @@ def test_corpus_recipe_import_url_from_s3_and_push(weed, tmp_path):
     DVC-tracked (git ignores it) and reads through paths.corpus."""
     import gzip
 
-    from tasks.data.corpus import iter_documents
-    from tasks.params import CorpusConfig
-    from tasks.stack.storage import s3_client
+    from genpt.ingest.corpus import iter_documents
+    from genpt.params import CorpusConfig
+    from genpt.stack.storage import s3_client
 
     env = weed.env()
     client = s3_client(env["GENPT_S3_ENDPOINT_URL"], credentials=(weed.access_key, weed.secret_key))

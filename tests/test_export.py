@@ -12,6 +12,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from genpt import onnx_models
+from genpt.ingest.loaders import load_split
+from genpt.params import ExportConfig, load_params
+from genpt.triton import triton_config
 from model import onnx_export as ox
 from model.finetune import encode, predict
 from model.inputs import collate, encode_record
@@ -20,9 +24,6 @@ from model.schema import missing_choice
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from tasks import export
-from tasks.data.loaders import load_split
-from tasks.params import ExportConfig, load_params
-from tasks.triton import triton_config
 
 
 def test_gemm_to_matmul_computes_the_same(tmp_path):
@@ -209,7 +210,7 @@ def test_other_task_types_parity(tiny_export, shared_data, tmp_path):
         d = tmp_path / task_type
         model.save(d, extra={"labels": None, "max_len": 64})
         tok.save_pretrained(str(d))
-        export.export_task(d, tmp_path / "out" / task_type, cfg, recs[:2])  # checks 2 rows
+        onnx_models.export_task(d, tmp_path / "out" / task_type, cfg, recs[:2])  # checks 2 rows
         # every row, computed here on both sides: ONNX Runtime vs PyTorch
         onnx_model = OnnxTaskModel(tmp_path / "out" / task_type, "fp32", "cpu")
         examples = [encode_record(r, task_type, tok, 64) for r in recs]

@@ -3,13 +3,13 @@
 import numpy as np
 import torch
 
+from genpt.ingest.loaders import load_split
+from genpt.params import load_params
 from model import metrics
 from model.finetune import encode, predict
 from model.task_model import TaskModel
 from model.tokenizer import load_tokenizer, special_ids
 from tasks import evaluate, finetune
-from tasks.data.loaders import load_split
-from tasks.params import load_params
 from tests.conftest import ROOT, copy_tokens, tiny
 
 

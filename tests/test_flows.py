@@ -110,7 +110,7 @@ def _task_runs(flow_run_id) -> list:
 
 def test_stages_come_from_dvc_yaml_in_dependency_order():
     names = [s.name for s in read_stages(ROOT)]
-    from tasks.params import load_params
+    from genpt.params import load_params
 
     for d in load_params(ROOT / "params.yaml").datasets:  # foreach stages expanded
         assert names.index(f"finetune@{d}") < names.index(f"evaluate@{d}")
@@ -179,7 +179,7 @@ def test_second_run_in_a_workspace_fails_clearly_and_leaves_the_first_intact(toy
     # the first run as users start it: no PREFECT_API_URL, so on Prefect's ephemeral server
     alone = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
     alone["PREFECT_HOME"] = str(toy.parent / "prefect-home")
-    cmd = [sys.executable, "-m", "tasks.cli", "-v", "pipeline", "-p", str(toy / "params.yaml")]
+    cmd = [sys.executable, "-m", "genpt.cli", "-v", "pipeline", "-p", str(toy / "params.yaml")]
     log = toy.parent / "first.log"
     first = subprocess.Popen(
         [*cmd, "-S", "seed=2"],

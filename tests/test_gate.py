@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from genpt.params import load_params
 from tasks import gate, publish
-from tasks.params import load_params
 from tests.conftest import ROOT
 
 
@@ -142,7 +142,7 @@ def test_cli_exit_is_nonzero_with_the_message(tmp_path):
         "gate.min_over_baseline=2",
         "datasets={authors: {task_type: classification, train: x, dev: y, labels: [a, b, c, d]}}",
     ]
-    cmd = [sys.executable, "-m", "tasks.cli", "publish", *[f"-S{s}" for s in sets]]
+    cmd = [sys.executable, "-m", "genpt.cli", "publish", *[f"-S{s}" for s in sets]]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2, r.stderr
     assert "quality gate: 1 check(s) failed" in r.stderr and "gate.min_over_baseline" in r.stderr

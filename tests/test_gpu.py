@@ -2,8 +2,8 @@
 
 import pytest
 
+from genpt.params import load_params
 from tasks import pretrain
-from tasks.params import load_params
 from tests.conftest import ROOT, copy_tokens, tiny
 
 

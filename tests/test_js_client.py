@@ -56,8 +56,8 @@ def untrained_lm(published_lm, tmp_path_factory) -> LM:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from tasks import export
-    from tasks.params import ExportConfig
+    from genpt import onnx_models as export
+    from genpt.params import ExportConfig
 
     src, tmp = published_lm.onnx, tmp_path_factory.mktemp("untrained")
     torch.manual_seed(0)
@@ -73,8 +73,8 @@ def untrained_lm(published_lm, tmp_path_factory) -> LM:
 def default_lm(tmp_path_factory) -> LM:
     """The LM of the default recipe's shape (params.yaml as shipped: 4 x 128, vocab 4096),
     pre-trained for 20 steps and exported by the export stage (fp32, fp16, int8)."""
+    from genpt.params import load_params
     from tasks import export, pretrain, tokenize
-    from tasks.params import load_params
 
     art = tmp_path_factory.mktemp("default") / "artifacts"
     steps = ["steps=20", "eval_every=20", "ckpt_every=20", "eval_batches=2", "warmup_steps=5"]

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tasks.data.loaders import ADAPTERS, DatasetError, check_records, load_canonical, load_split
-from tasks.params import DatasetConfig
+from genpt.ingest.loaders import ADAPTERS, DatasetError, check_records, load_canonical, load_split
+from genpt.params import DatasetConfig
 
 # adapter, file under shared/data, rows, skipped rows, a check on the first record
 CASES = [
@@ -103,7 +103,7 @@ def test_glob_of_files(tmp_path):
 
 
 def test_default_datasets_load():
-    from tasks.params import load_params
+    from genpt.params import load_params
 
     p = load_params("params.yaml")
     assert {"authors", "snli", "stsb", "cloze"} <= set(p.datasets)
@@ -135,7 +135,7 @@ def test_unknown_adapter():
 @pytest.fixture
 def seaweed(s3_env):
     """A client of the shared SeaweedFS server (conftest `weed`), with a bucket `data`."""
-    from tasks.stack.storage import s3_client
+    from genpt.stack.storage import s3_client
 
     client = s3_client()
     if "data" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:

@@ -36,8 +36,8 @@ def test_genpt_is_not_importable_in_the_clients_interpreter(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["authors", "snli", "stsb", "arc"])
 def test_client_equals_genpt_predict_on_dev(published, tiny_export, name, tmp_path):
-    from tasks import serve
-    from tasks.data.loaders import load_split
+    from genpt import serve
+    from genpt.ingest.loaders import load_split
 
     rows = load_split(tiny_export.dataset(name), "dev")
     if name == "arc":

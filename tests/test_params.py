@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.params import ParamsError, load_params
+from genpt.params import ParamsError, load_params
 from tests.conftest import ROOT
 
 P = ROOT / "params.yaml"

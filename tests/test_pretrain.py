@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from genpt.ingest import tokens
+from genpt.params import load_params
 from tasks import pretrain
-from tasks.data import tokens
-from tasks.params import load_params
 from tests.conftest import ROOT
 from tests.conftest import copy_tokens as _copy_tokens
 from tests.conftest import tiny as _params

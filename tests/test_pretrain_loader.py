@@ -1,4 +1,4 @@
-"""The pre-training loader (model/data.py Epochs) on small synthetic memmaps: every epoch
+"""The pre-training loader (model/shards.py Epochs) on small synthetic memmaps: every epoch
 reads every window once, ranks read disjoint windows, and resume continues mid-epoch."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from model.config import ModelConfig, PretrainConfig
-from model.data import Epochs, TokenShards
 from model.gpt import build_lm
 from model.pretrain import first_slot, pretrain, resume_problem
+from model.shards import Epochs, TokenShards
 
 SEQ = 8
 LENGTHS = [100, 37, 250, 5]  # the last shard is too short for a window

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from genpt.bundle import IntegrityError, RegistryError, sha256_file
+from genpt.bundle.stores import S3Store
+from genpt.params import load_params
+from genpt.stack import seaweedfs as stack
 from tasks import publish
-from tasks.bundle import IntegrityError, RegistryError, sha256_file
-from tasks.bundle.stores import S3Store
-from tasks.params import load_params
-from tasks.stack import seaweedfs as stack
 from tests.conftest import seaweedfs
 
 

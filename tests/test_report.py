@@ -8,9 +8,10 @@ import math
 
 import pytest
 
+from genpt import ablation_report
+from genpt.params import load_params
 from model.ablation import across_datasets, average_gain, gain, summarize
 from tasks import report
-from tasks.params import load_params
 from tests.conftest import ROOT
 
 # dataset -> arm -> dev metric per seed (0..1), as study/DATASET/ARM.json holds them
@@ -148,7 +149,7 @@ def test_tuning_choices_are_reported_and_edges_flagged():
         "runs": [{"best_epoch": 3}, {"best_epoch": 2}],
     }
     full = {"lr": 5e-4, "max_epochs": 3, "search": None, "runs": [{"best_epoch": 1}]}
-    t = report.tuning({"full": full, "scratch": scratch})
+    t = ablation_report.tuning({"full": full, "scratch": scratch})
     assert t["full"] == {"lr": 5e-4, "lr_grid": None, "max_epochs": 3, "best_epochs": [1],
                          "flags": []}  # fmt: skip
     assert t["scratch"]["flags"] == [
@@ -157,8 +158,8 @@ def test_tuning_choices_are_reported_and_edges_flagged():
     ]
     scratch["lr"] = 1e-3
     scratch["runs"] = [{"best_epoch": 2}]
-    assert report.tuning({"scratch": scratch})["scratch"]["flags"] == []
-    md = "\n".join(report.tuning_lines({"datasets": {"sst2": {"tuning": t}}}))
+    assert ablation_report.tuning({"scratch": scratch})["scratch"]["flags"] == []
+    md = "\n".join(ablation_report.tuning_lines({"datasets": {"sst2": {"tuning": t}}}))
     assert "| sst2 | scratch | 0.00025 (0.00025, 0.001, 0.004) | 3, 2 / 3 | lr 0.00025 on" in md
 
 

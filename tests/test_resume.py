@@ -1,11 +1,11 @@
-"""tasks/resume.py: a persisted checkpoint is resumed only for the same run definition."""
+"""genpt/resume.py: a persisted checkpoint is resumed only for the same run definition."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.params import load_params
-from tasks.resume import FINGERPRINT, prepare
+from genpt.params import load_params
+from genpt.resume import FINGERPRINT, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

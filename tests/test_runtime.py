@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from model.onnx_runtime import check_providers, cuda_problem, pick, providers_for, session
-from tasks.bundle import (
+from genpt.bundle import (
     BundleError,
     IntegrityError,
     RegistryError,
@@ -22,7 +21,8 @@ from tasks.bundle import (
     open_bundle,
     write_manifest,
 )
-from tasks.serve import read_jsonl
+from genpt.serve import read_jsonl
+from model.onnx_runtime import check_providers, cuda_problem, pick, providers_for, session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_pick_filters():
 
 def _genpt(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args],
+        [sys.executable, "-m", "genpt.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -132,10 +132,10 @@ def _genpt(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_predict_cli_matches_pytorch(tiny_export, tmp_path):
+    from genpt.ingest.loaders import load_split
     from model.finetune import encode, predict
     from model.task_model import TaskModel
     from model.tokenizer import load_tokenizer, special_ids
-    from tasks.data.loaders import load_split
 
     params = tiny_export
     rows = load_split(params.dataset("authors"), "dev")[:40]
@@ -201,8 +201,8 @@ def test_generate_cli_bundle_equals_pytorch_greedy(tiny_export):
 @pytest.mark.slow
 def test_publish_to_s3_then_predict_and_generate_from_latest(tiny_export, s3_env, tmp_path):
     """What `genpt publish` writes is what `--bundle s3://.../NAME/latest` reads."""
-    from tasks import serve
-    from tasks.stack.seaweedfs import _client
+    from genpt import serve
+    from genpt.stack.seaweedfs import _client
 
     env = {**s3_env.env(), "GENPT_CACHE": str(tmp_path / "cache")}
     art = ["-S", f"paths.artifacts={tiny_export.artifacts()}", "-S", "gate.enabled=false"]
@@ -240,8 +240,8 @@ def test_publish_to_s3_then_predict_and_generate_from_latest(tiny_export, s3_env
 def test_a_cache_filled_from_another_store_is_not_served(published, s3_env, tmp_path):
     """The cache is keyed by bucket, name and version; what it holds is used only while its
     manifest is the store's (another endpoint, or a re-published version, has other files)."""
-    from tasks.bundle import registry
-    from tasks.bundle.manifest import MANIFEST
+    from genpt.bundle import registry
+    from genpt.bundle.manifest import MANIFEST
 
     store = registry.S3Store("genpt-models")
     for f in sorted(p for p in published.rglob("*") if p.is_file()):  # `published` as v7
@@ -258,8 +258,8 @@ def test_a_cache_filled_from_another_store_is_not_served(published, s3_env, tmp_
 
 @pytest.mark.slow
 def test_local_registry_version_and_latest_are_bundles(tiny_export, tmp_path):
+    from genpt.params import load_params
     from tasks import publish
-    from tasks.params import load_params
 
     p = load_params(
         ROOT / "params.yaml",

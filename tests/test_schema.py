@@ -14,7 +14,7 @@ MC = {"context": "c", "question": "q", "choices": ["a", "b"], "label": 1}
 
 def test_one_task_type_list_and_fields_per_type():
     assert set(schema.TEXT_FIELDS) == set(schema.REQUIRED) == set(schema.TASK_TYPES)
-    from tasks.params import DatasetConfig
+    from genpt.params import DatasetConfig
 
     declared = DatasetConfig.model_fields["task_type"].annotation.__args__
     assert declared == schema.TASK_TYPES  # params.yaml accepts exactly these

@@ -1,4 +1,4 @@
-"""tasks/stack/seaweedfs.py against the real `weed`: start, refuse strangers, stop by pid,
+"""genpt/stack/seaweedfs.py against the real `weed`: start, refuse strangers, stop by pid,
 restart."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tasks.stack import seaweedfs as stack
+from genpt.stack import seaweedfs as stack
 from tests.conftest import seaweedfs
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from genpt.params import load_params
 from tasks import pretrain, report, study
-from tasks.params import load_params
 from tests.conftest import ROOT, copy_tokens
 
 
@@ -125,7 +125,7 @@ def test_changing_one_arm_reruns_only_its_stages_and_the_report(tmp_path):
     ws.mkdir()
     for f in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / f, ws / f)
-    for d in ("tasks", "model", "data"):
+    for d in ("genpt", "tasks", "model", "data"):
         shutil.copytree(ROOT / d, ws / d, ignore=shutil.ignore_patterns("__pycache__"))
     _dvc(ws, "init", "--no-scm")
     with Repo(str(ws)) as repo:  # stand-in outputs, so `dvc commit` records every stage

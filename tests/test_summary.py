@@ -1,11 +1,11 @@
-"""The run summary (tasks/summary.py) from fixed stage outputs."""
+"""The run summary (genpt/summary.py) from fixed stage outputs."""
 
 from __future__ import annotations
 
 import json
 
-from tasks import summary
-from tasks.params import load_params
+from genpt import summary
+from genpt.params import load_params
 from tests.conftest import ROOT
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import model.tokenizer
+from genpt.bundle.manifest import sha256_file
+from genpt.ingest import corpus, tokens
+from genpt.params import load_params
 from model.tokenizer import EOT, fast_encoder, load_tokenizer, train_tokenizer
 from tasks import tokenize
-from tasks.bundle.manifest import sha256_file
-from tasks.data import corpus, tokens
-from tasks.params import load_params
 
 MEMORY_BOUND_GB = 1.0  # tokenize, any corpus size (the target: 3 GB)
 TEXT = "The quick brown fox jumps over the lazy dog.\n" * 50

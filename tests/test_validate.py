@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from genpt.ingest import leakage
+from genpt.params import load_params
 from tasks import validate
-from tasks.data import leakage
-from tasks.params import load_params
 
 
 def write_jsonl(path, rows):
@@ -32,7 +32,7 @@ def small_params(tmp_path, train, dev, task="entailment", labels=("yes", "no"), 
             }
         },
     }
-    from tasks.params import Params
+    from genpt.params import Params
 
     return Params(**raw)
 
@@ -136,7 +136,7 @@ def test_cli_exit_code_and_message(tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(json.dumps(json.loads(p.model_dump_json(by_alias=True))))
     r = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "validate", "--params", str(params_file)],
+        [sys.executable, "-m", "genpt.cli", "validate", "--params", str(params_file)],
         capture_output=True,
         text=True,
     )

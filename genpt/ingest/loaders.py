@@ -5,7 +5,7 @@ a user's own files in that schema need no code.
 
 An adapter, named in params.yaml (`datasets.NAME.adapter`), turns a source format
 into these records. A path is a local file, glob or directory, or an s3:// URI
-(endpoint from GENPT_S3_ENDPOINT_URL, see tasks/stack/storage.py). Each record may carry
+(endpoint from GENPT_S3_ENDPOINT_URL, see genpt/stack/storage.py). Each record may carry
 `_where`, a locator used in error messages (default: "row N", 1-based data rows).
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from genpt.errors import GenptError
+from genpt.params import DatasetConfig
 from model.schema import TEXT_FIELDS, check_record
-from tasks.errors import GenptError
-from tasks.params import DatasetConfig
 
 QUOTE_NONE = 3  # csv.QUOTE_NONE: GLUE TSVs hold unbalanced quotes
 
@@ -64,7 +64,7 @@ def _files(path: str, pattern: str = "") -> str | list[str]:
 def _storage_options(path: str) -> dict:
     if not path.startswith("s3://"):
         return {}
-    from tasks.stack.storage import endpoint_url
+    from genpt.stack.storage import endpoint_url
 
     ep = endpoint_url()
     return {"client_kwargs": {"endpoint_url": ep}} if ep else {}

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from tasks import logs, offline
+from genpt import logs, offline
 
 offline.apply(TOKENIZERS_PARALLELISM="true")
 logs.quiet_third_party()
@@ -47,7 +47,7 @@ SetOpt = Annotated[
 
 
 def _params(path: str, overrides: list[str] | None):
-    from tasks.params import load_params
+    from genpt.params import load_params
 
     return load_params(path, overrides or [])
 
@@ -99,12 +99,14 @@ def pretrain(
 
     p = _params(params, set_)
     if auto_resume:
-        from tasks.launch import world_size
-        from tasks.resume import prepare
+        from genpt.launch import world_size
+        from genpt.resume import prepare
 
         resume = prepare(p, world_size(p.pretrain))
     metrics = stage.run(p, resume=resume, stop_after=stop_after)
-    if not worker and int(os.environ.get("RANK", 0)) == 0:  # the launcher prints, not its ranks
+    from model.device import rank
+
+    if not worker and rank() == 0:  # the launcher prints, not its ranks
         _print(metrics)
 
 
@@ -125,13 +127,10 @@ def finetune(
     ] = None,
 ) -> None:
     """Fine-tune on labelled datasets (L3 = L2 + lambda * L1)."""
+    from genpt.params import as_overrides
     from tasks import finetune as stage
 
-    extra = [
-        *(set_ or []),
-        *([f"finetune.init={init}"] if init else []),
-        *([f"finetune.lm_coef={lm_coef}"] if lm_coef is not None else []),
-    ]
+    extra = [*(set_ or []), *as_overrides({"finetune.init": init, "finetune.lm_coef": lm_coef})]
     p = _params(params, extra)
     _print({n: stage.run(p, n) for n in _names(p, names)})
 
@@ -205,7 +204,7 @@ def generate(
 ) -> None:
     """Continue a prompt with the pre-trained LM (PyTorch, or an exported bundle)."""
     if bundle:
-        from tasks import serve
+        from genpt import serve
 
         kw = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         typer.echo(
@@ -214,11 +213,12 @@ def generate(
         return
     from transformers import AutoModelForCausalLM
 
+    from genpt import artifacts
+    from genpt.artifacts_check import PRETRAIN, hf_model
     from model.generate import generate as gen
     from model.tokenizer import load_tokenizer
-    from tasks.artifacts_check import PRETRAIN, hf_model
 
-    src = model or str(_params(params, set_).artifacts("pretrain", "hf"))
+    src = model or str(artifacts.pretrain_hf(_params(params, set_)))
     hf_model(Path(src), "pass --model a dir written by save_pretrained" if model else PRETRAIN)
     tok, lm = load_tokenizer(src), AutoModelForCausalLM.from_pretrained(src)
     typer.echo(gen(lm, tok, prompt, max_new_tokens, temperature, top_k, top_p, greedy, cache, seed))
@@ -236,9 +236,10 @@ def export(
     ] = None,
 ) -> None:
     """Export the LM and fine-tuned models to ONNX (fp32, fp16, int8) under artifacts/export."""
+    from genpt.params import as_overrides
     from tasks import export as stage
 
-    extra = [*(set_ or []), *([f"export.datasets={json.dumps(names)}"] if names else [])]
+    extra = [*(set_ or []), *as_overrides({"export.datasets": names or None})]
     _print(stage.run(_params(params, extra), triton=triton))
 
 
@@ -257,7 +258,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
     """Batch predictions with ONNX Runtime: JSONL in, JSONL out (each row + prediction)."""
-    from tasks import serve
+    from genpt import serve
 
     _print(serve.predict(bundle, input, output, model, variant, device, batch_size))
 
@@ -329,7 +330,7 @@ def pipeline(
 @app.command()
 def status(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
     """The last pipeline run's summary: stages, pre-training, datasets, gate, bundle."""
-    from tasks import summary
+    from genpt import summary
 
     typer.echo(summary.render(_params(params, set_)))
 
@@ -381,7 +382,7 @@ def stack_up(
     port: Annotated[int | None, typer.Option(help="S3 port (default: a free one)")] = None,
 ) -> None:
     """Start SeaweedFS on 127.0.0.1, create the buckets, write .genpt/s3.env + .dvc/config.local."""
-    from tasks.stack import seaweedfs as stack
+    from genpt.stack import seaweedfs as stack
 
     s = stack.up(state_dir, port=port)
     stack.write_client_config(s)
@@ -391,7 +392,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down(state_dir: StateOpt = ".genpt/stack") -> None:
     """Stop the store (by pid; SIGKILL after a short grace period). Data stays in STATE_DIR."""
-    from tasks.stack import seaweedfs as stack
+    from genpt.stack import seaweedfs as stack
 
     _print({"stopped": stack.down(state_dir)})
 
@@ -399,13 +400,13 @@ def stack_down(state_dir: StateOpt = ".genpt/stack") -> None:
 @stack_app.command("status")
 def stack_status(state_dir: StateOpt = ".genpt/stack") -> None:
     """Is the store running, and where."""
-    from tasks.stack import seaweedfs as stack
+    from genpt.stack import seaweedfs as stack
 
     _print(stack.status(state_dir))
 
 
 def main() -> None:
-    from tasks.errors import GenptError
+    from genpt.errors import GenptError
 
     try:
         app()

@@ -4,7 +4,7 @@ A dev or test record leaks when its text is a train record's (exact, or normaliz
 lower case, punctuation removed), or when enough of its word n-grams occur in the
 pre-training corpus. The corpus is too big to index; the eval texts are not. So
 EvalNgrams indexes the n-grams of the eval texts, and the corpus is scanned through it
-one document at a time (tasks/data/scan.py), marking the n-grams it holds.
+one document at a time (genpt/ingest/scan.py), marking the n-grams it holds.
 """
 
 from __future__ import annotations

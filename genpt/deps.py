@@ -1,12 +1,12 @@
 """What a stage's code is, derived from its imports: one list for dvc.yaml and resume.
 
 code_deps("tasks.pretrain") walks the stage module's import statements (top level and
-inside functions) through every repo-local module it reaches (model, tasks, flows) and
+inside functions) through every repo-local module it reaches (model, genpt, tasks, flows) and
 returns their files. A package's __init__.py counts when something is imported from it
-directly (`from tasks.bundle import write_manifest`), not when only a submodule is
-(`from tasks.bundle.manifest import sha256_file`). tests/test_dvc_deps.py checks
+directly (`from genpt.bundle import write_manifest`), not when only a submodule is
+(`from genpt.bundle.manifest import sha256_file`). tests/test_dvc_deps.py checks
 dvc.yaml's code `deps:` and `params:` against code_deps and params_read;
-tasks/resume.py fingerprints code_deps("tasks.pretrain").
+genpt/resume.py fingerprints code_deps("tasks.pretrain").
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("model", "tasks", "flows")
+PACKAGES = ("model", "genpt", "tasks", "flows")
 
 
 def module_file(name: str) -> Path | None:
@@ -87,12 +87,12 @@ NOT_PARAMS = {"artifacts", "model_dump", "model_copy"}  # paths.artifacts: the o
 def params_read(name: str) -> set[str]:
     """Top-level params.yaml sections that `params.X` reads in the tasks modules `name`
     reaches (the stage and the tasks library it hands `params` to)."""
-    from tasks.params import Params
+    from genpt.params import Params
 
     alias = {k: (f.alias or k) for k, f in Params.model_fields.items()}
     out: set[str] = set()
     for m in modules(name):
-        if not m.startswith("tasks.") or m == "tasks.params":
+        if not m.startswith(("tasks.", "genpt.")) or m == "genpt.params":
             continue
         for node in ast.walk(ast.parse(module_file(m).read_text())):
             if not (

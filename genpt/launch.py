@@ -2,7 +2,7 @@
 
 `genpt pretrain` (so `dvc repro`, `genpt pipeline` and Prefect runs too) starts
 `torch.distributed.run` when pretrain.nproc_per_node x pretrain.nnodes > 1 and it is not
-already a torchrun worker. Each worker runs `python -m tasks.cli pretrain --worker` with the
+already a torchrun worker. Each worker runs `python -m genpt.cli pretrain --worker` with the
 same params. One node: `--standalone`. Several: every node runs the same stage and meets
 the others at rdzv_endpoint (c10d rendezvous; or static, with node_rank). See
 docs/distributed.md.
@@ -10,7 +10,9 @@ docs/distributed.md.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import tempfile
 from contextlib import contextmanager
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from tasks.errors import GenptError
+from genpt import artifacts
+from genpt.errors import GenptError
 
 # PretrainConfig keys that say how to launch, not what to train.
 LAUNCH_KEYS = (
@@ -45,7 +48,7 @@ def nproc_per_node(cfg) -> int:
     """pretrain.nproc_per_node resolved: auto = every visible GPU on CUDA, else 1."""
     import torch
 
-    from model.pretrain import resolve_device
+    from model.device import resolve_device
 
     cuda = resolve_device(cfg.device).type == "cuda"
     if cfg.nproc_per_node == "auto":
@@ -61,7 +64,9 @@ def nproc_per_node(cfg) -> int:
 def world_size(cfg) -> int:
     """Processes in the whole job: torchrun's WORLD_SIZE in a worker, else nproc x nnodes."""
     if under_torchrun():
-        return int(os.environ.get("WORLD_SIZE", 1))
+        from model import device
+
+        return device.world_size()
     return nproc_per_node(cfg) * cfg.nnodes
 
 
@@ -129,7 +134,7 @@ def describe(err) -> str:
 
 
 def torchrun(params, stop_after: int | None = None) -> None:
-    """Run `tasks.cli pretrain --worker --resume` under torch.distributed.run with `params`.
+    """Run `genpt.cli pretrain --worker --resume` under torch.distributed.run with `params`.
 
     Workers always resume: the caller has already deleted a checkpoint it does not
     want, and a torchrun restart (max_restarts) continues from the last checkpoint.
@@ -146,7 +151,7 @@ def torchrun(params, stop_after: int | None = None) -> None:
     argv = [
         *torchrun_args(cfg),
         "-m",
-        "tasks.cli",
+        "genpt.cli",
         "pretrain",
         "--params",
         path,
@@ -167,3 +172,31 @@ def torchrun(params, stop_after: int | None = None) -> None:
         raise LaunchError(f"rendezvous at {where} (id {cfg.rdzv_id}) failed: {e}") from None
     finally:
         Path(path).unlink(missing_ok=True)
+
+
+def discard_partial(out: Path) -> None:
+    """Remove what a killed rank 0 can leave half-written: temp files of ckpt, hf/, metrics."""
+    from model.pretrain import CKPT
+
+    Path(out, CKPT).with_suffix(".tmp").unlink(missing_ok=True)
+    for p in out.glob(".hf.*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in out.glob(".metrics.json.*"):
+        p.unlink(missing_ok=True)
+
+
+def run_workers(params, out: Path, world: int, stop_after: int | None) -> dict:
+    """torchrun's workers pre-train; rank 0's metrics, or a note if it wrote none here."""
+    metrics = artifacts.pretrain_metrics(params)
+    before = metrics.stat().st_mtime_ns if metrics.exists() else None
+    try:
+        torchrun(params, stop_after=stop_after)
+    except BaseException:
+        discard_partial(out)
+        raise
+    if metrics.exists() and metrics.stat().st_mtime_ns != before:
+        return json.loads(metrics.read_text())
+    return {  # stopped early, or global rank 0 ran on another node and wrote there
+        "world_size": world,
+        "outputs": "none on this node: global rank 0 writes ckpt.pt, hf/ and metrics.json",
+    }

@@ -13,9 +13,9 @@ import json
 import os
 from pathlib import Path
 
-from tasks.bundle.layout import BundleError
-from tasks.bundle.manifest import MANIFEST, IntegrityError, dumps, parse_manifest, verify_dir
-from tasks.bundle.stores import RegistryError, S3Store
+from genpt.bundle.layout import BundleError
+from genpt.bundle.manifest import MANIFEST, IntegrityError, dumps, parse_manifest, verify_dir
+from genpt.bundle.stores import RegistryError, S3Store
 
 LATEST = "latest"
 DEFAULT_CACHE = Path(os.environ.get("GENPT_CACHE", Path.home() / ".cache" / "genpt" / "bundles"))
@@ -62,7 +62,7 @@ def publish(store, name: str, version: str, root: Path, manifest: dict) -> None:
 
 def download(store, src: str, dest: Path) -> dict:
     """The bundle at key prefix `src` -> dest, all verified, or dest untouched."""
-    from tasks.io import atomic_dir
+    from genpt.io import atomic_dir
 
     raw = store.get_bytes(f"{src}/{MANIFEST}")
     if raw is None:
@@ -95,7 +95,7 @@ def open_bundle(src: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     manifest is the store's and its files verify: a cache filled from another store, or
     before a version was re-published, is downloaded again).
     """
-    from tasks.stack.storage import parse_s3_uri
+    from genpt.stack.storage import parse_s3_uri
 
     if str(src).startswith("s3://"):
         bucket, key = parse_s3_uri(str(src))

@@ -21,9 +21,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks.errors import GenptError
-from tasks.io import atomic_write_text, write_json
-from tasks.stack import storage
+from genpt.errors import GenptError
+from genpt.io import atomic_write_text, write_json
+from genpt.stack import storage
 
 STATE_DIR = Path(".genpt/stack")  # weed data, identities, pid, log
 ENV_FILE = Path(storage.ENV_FILE)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 
-from tasks import bundle
-from tasks.errors import GenptError
-from tasks.params import Params
+from genpt import artifacts, bundle
+from genpt.errors import GenptError
+from genpt.params import Params
 
 
 class GateFailed(GenptError):
@@ -35,7 +35,7 @@ def product_metrics(params: Params, required: bool = True) -> dict[str, float]:
     a missing one is an error when `required`, else left out."""
     out = {}
     for name, ds in params.datasets.items():
-        path = params.artifacts("eval", name, "metrics.json")
+        path = artifacts.eval_metrics(params, name)
         if path.exists():
             out[name] = 100 * json.loads(path.read_text())[ds.metric]
         elif required:
@@ -108,7 +108,7 @@ def enforce(params: Params, store, force: bool = False) -> dict:
     if not params.gate.enabled:
         metrics = product_metrics(params, required=False)
         return {"passed": None, "enabled": False, "checks": [], "metrics": metrics}
-    path = params.artifacts("report", "metrics.json")
+    path = artifacts.report_metrics(params)
     report = json.loads(path.read_text()) if path.exists() else None
     v = verdict(params, report, latest_metrics(store, params.publish.name))
     failed = [c for c in v["checks"] if not c["passed"]]

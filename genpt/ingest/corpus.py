@@ -1,6 +1,6 @@
 """The pre-training corpus: its sources (paths.corpus), read one document at a time.
 
-A source is a local glob or an s3:// URL (fsspec/s3fs, tasks/stack/storage.py) of
+A source is a local glob or an s3:// URL (fsspec/s3fs, genpt/stack/storage.py) of
   text      .txt (any other name too), .txt.gz, .txt.zst: a file is one document;
   jsonl     .jsonl / .ndjson (also .gz, .zst): a line is one document, its `text_field`;
   parquet   .parquet: a row is one document, its `text_field` column (read in batches);
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tasks.errors import GenptError
+from genpt.errors import GenptError
 
 COMPRESSION = {".gz": "gzip", ".zst": "zstd"}
 JSONL = (".jsonl", ".ndjson", ".json")
@@ -57,7 +57,7 @@ def _filesystem(url: str):
     import fsspec
 
     if url.startswith("s3://"):
-        from tasks.stack.storage import load_env_file, s3_filesystem
+        from genpt.stack.storage import load_env_file, s3_filesystem
 
         load_env_file()  # `genpt stack up`'s .genpt/s3.env, as publish reads it
         return s3_filesystem()
@@ -174,7 +174,7 @@ def _field_text(value, where: str, field: str) -> str:
 def _jsonl_docs(source: str, field: str) -> Iterator[Document]:
     import io
 
-    from tasks.io import json_lines
+    from genpt.io import json_lines
 
     try:
         with _open(source) as f:
@@ -246,7 +246,7 @@ def iter_documents(patterns: list[str], cfg=None, strict: bool = True) -> Iterat
     stage): a document that is not valid UTF-8, empty or holds a NUL raises CorpusError;
     otherwise (validation) it is yielded with its problem and the validator reports it.
     Format errors (bad JSON, a truncated .gz, a missing field) always raise."""
-    from tasks.params import CorpusConfig
+    from genpt.params import CorpusConfig
 
     cfg = cfg or CorpusConfig()
     sources = corpus_files(patterns)

@@ -18,13 +18,13 @@ the model card and lineage, as models/NAME/VERSION/ of a local or S3 registry:
     models/NAME/latest        {"version": VERSION}
 
 manifest.py checks files, stores.py moves bytes (local dir or S3, one client factory in
-tasks/stack/storage.py), registry.py publishes, fetches, resolves `latest` and opens bundles,
+genpt/stack/storage.py), registry.py publishes, fetches, resolves `latest` and opens bundles,
 layout.py finds a model inside one.
 """
 
-from tasks.bundle import registry
-from tasks.bundle.layout import EXPORT_DIR, BundleError, model_dir, models
-from tasks.bundle.manifest import (
+from genpt.bundle import registry
+from genpt.bundle.layout import EXPORT_DIR, BundleError, model_dir, models
+from genpt.bundle.manifest import (
     FORMAT_VERSION,
     MANIFEST,
     IntegrityError,
@@ -33,8 +33,8 @@ from tasks.bundle.manifest import (
     verify_dir,
     write_manifest,
 )
-from tasks.bundle.registry import LATEST, fetch, open_bundle, publish, resolve
-from tasks.bundle.stores import RegistryError, open_store, registry_store
+from genpt.bundle.registry import LATEST, fetch, open_bundle, publish, resolve
+from genpt.bundle.stores import RegistryError, open_store, registry_store
 
 __all__ = [
     "EXPORT_DIR",

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from tasks.errors import GenptError
+from genpt.errors import GenptError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = "genpt-bundle/2"  # 2: models as NAME/onnx/model*.onnx, HF file names
@@ -49,7 +49,7 @@ def dumps(obj) -> bytes:
 
 
 def write_manifest(root: str | Path, **meta) -> dict:
-    from tasks.io import atomic_write_text
+    from genpt.io import atomic_write_text
 
     manifest = build_manifest(root, **meta)
     atomic_write_text(Path(root, MANIFEST), dumps(manifest).decode())

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from genpt.errors import GenptError
+from genpt.ingest.corpus import iter_documents
+from genpt.ingest.leakage import EvalNgrams, eval_texts, leak_flags, record_keys
+from genpt.ingest.loaders import DatasetError, read_split, split_path, where
+from genpt.ingest.scan import scan_corpus
+from genpt.params import CorpusConfig, DatasetConfig, ValidateConfig
 from model.schema import REQUIRED, TEXT_FIELDS, required_fields, type_error
-from tasks.data.corpus import iter_documents
-from tasks.data.leakage import EvalNgrams, eval_texts, leak_flags, record_keys
-from tasks.data.loaders import DatasetError, read_split, split_path, where
-from tasks.data.scan import scan_corpus
-from tasks.errors import GenptError
-from tasks.params import CorpusConfig, DatasetConfig, ValidateConfig
 
 SHOW_ROWS = 5  # rows named per failed expectation
 
@@ -265,7 +265,7 @@ def validate(
     summary: dict = {"datasets": {}}
 
     # The labelled splits are small: read them first, index their eval texts' n-grams,
-    # then stream the corpus once through that index (tasks/data/scan.py).
+    # then stream the corpus once through that index (genpt/ingest/scan.py).
     splits: dict[tuple[str, str], list[dict] | DatasetError] = {}
     for name, cfg in datasets.items():
         for split in (only or {}).get(name, ("train", "dev", "test")):

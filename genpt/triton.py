@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.io import atomic_dir
+from genpt.io import atomic_dir
 
 
 def _tensor(name: str, dims: list[int], dtype: str, reshape: list[int] | None = None) -> str:

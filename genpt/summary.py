@@ -9,17 +9,16 @@ the full figures stay there, in the Prefect artifacts and in the log.
 
 from __future__ import annotations
 
+from genpt import artifacts
+from genpt.io import read_json, write_json
+from genpt.params import Params
 from model.ablation import format_gain
 from model.progress import duration
-from tasks.io import read_json, write_json
-from tasks.params import Params
-
-RUN_FILE = "run.json"  # under paths.artifacts: the last pipeline run's stages
 
 
 def write_run(params: Params, stages: list[dict]) -> None:
     """Record the flow's stages: [{"stage", "ran", "seconds"}] in run order."""
-    write_json(params.artifacts(RUN_FILE), {"stages": stages})
+    write_json(artifacts.run(params), {"stages": stages})
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -66,7 +65,7 @@ def stage_lines(run: dict) -> list[str]:
 
 
 def pretrain_line(params: Params) -> str | None:
-    m = read_json(params.artifacts("pretrain", "metrics.json"))
+    m = read_json(artifacts.pretrain_metrics(params))
     if not m:
         return None
     parts = [f"val loss {m['val/loss']:.3f} (perplexity {m['val/perplexity']:.1f})"]
@@ -84,10 +83,10 @@ def _pm(arm: dict | None) -> str:
 
 def dataset_lines(params: Params) -> list[str]:
     """Each dataset: the product model's dev metric beside the baseline and the ablation."""
-    report = read_json(params.artifacts("report", "metrics.json")) or {"datasets": {}}
+    report = read_json(artifacts.report_metrics(params)) or {"datasets": {}}
     rows = []
     for name, ds in params.datasets.items():
-        ev = read_json(params.artifacts("eval", name, "metrics.json"))
+        ev = read_json(artifacts.eval_metrics(params, name))
         r = report["datasets"].get(name, {})
         arms = r.get("arms", {})
         rows.append(
@@ -116,7 +115,7 @@ def dataset_lines(params: Params) -> list[str]:
 
 
 def gate_line(params: Params) -> str | None:
-    v = read_json(params.artifacts("gate", "verdict.json"))
+    v = read_json(artifacts.gate_verdict(params))
     if v is None:
         return None
     failed = [c for c in v.get("checks", []) if not c["passed"]]
@@ -133,7 +132,7 @@ def gate_line(params: Params) -> str | None:
 
 
 def publish_line(params: Params) -> str | None:
-    r = read_json(params.artifacts("publish", "receipt.json"))
+    r = read_json(artifacts.publish_receipt(params))
     if r is None:
         return None
     where = f" ({r['store']}: {r['why']})" if "store" in r else ""
@@ -143,7 +142,7 @@ def publish_line(params: Params) -> str | None:
 
 def render(params: Params, run: dict | None = None) -> str:
     """The summary as plain text; `run` defaults to the recorded last run."""
-    run = run or read_json(params.artifacts(RUN_FILE))
+    run = run or read_json(artifacts.run(params))
     out = stage_lines(run) if run else ["stages: no pipeline run recorded"]
     for line in (pretrain_line(params), *dataset_lines(params), gate_line(params),
                  publish_line(params) or "published: nothing yet"):  # fmt: skip

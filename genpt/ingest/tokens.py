@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.bundle.manifest import sha256_file
-from tasks.errors import GenptError
+from genpt import artifacts
+from genpt.bundle.manifest import sha256_file
+from genpt.errors import GenptError
 
 ENCODE_CHUNK_CHARS = 65_536
 TASK_CHARS = 1 << 22  # characters per batch sent to a worker
@@ -269,10 +270,10 @@ def encode_corpus(
 
 def load_shards(params, split: str):
     """The TokenShards of `split` ('train' or 'val') that the tokenize stage wrote under
-    params.artifacts("tokens")."""
-    from model.data import TokenShards
-    from tasks.artifacts_check import token_shards
+    artifacts.tokens(params)."""
+    from genpt.artifacts_check import token_shards
+    from model.shards import TokenShards
 
-    d = params.artifacts("tokens")
+    d = artifacts.tokens(params)
     m = token_shards(d, [split], sha=False)  # sizes: sha256 is the stage's, once
     return TokenShards([d / s["file"] for s in m[split]], m["dtype"])

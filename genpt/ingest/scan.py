@@ -2,7 +2,7 @@
 n-grams found, one document at a time, across worker processes.
 
 Memory does not grow with the corpus's bytes: the main process reads documents
-(tasks/data/corpus.py `iter_documents`) and hands them out in batches of about
+(genpt/ingest/corpus.py `iter_documents`) and hands them out in batches of about
 BATCH_BYTES, with at most 2 batches per worker in flight. What it keeps grows with the
 number of documents only: one row of facts (about 0.5 KB) and one 16-byte digest each.
 The largest document is held whole (up to validate.max_doc_chars).
@@ -18,8 +18,8 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from tasks.data.corpus import Document, line_of
-from tasks.data.leakage import EvalNgrams
+from genpt.ingest.corpus import Document, line_of
+from genpt.ingest.leakage import EvalNgrams
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # not \t \n \r
 BATCH_BYTES = 4 << 20  # text per task sent to a worker

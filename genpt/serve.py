@@ -1,6 +1,6 @@
 """`genpt predict` and `genpt generate --bundle`: ONNX Runtime on a verified bundle.
 
-The bundle is opened through tasks.bundle (a local export or registry version, or
+The bundle is opened through genpt.bundle (a local export or registry version, or
 s3://.../NAME/VERSION|latest), so every file is checked before anything is loaded.
 """
 
@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.bundle import BundleError, model_dir, open_bundle
-from tasks.io import json_lines
+from genpt.bundle import BundleError, model_dir, open_bundle
+from genpt.io import json_lines
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -27,12 +27,11 @@ def predict_jsonl(model, records: list[dict], batch_size: int = 32) -> Iterator[
     """Each input record with `prediction` (and `logits`) added, in order, with progress."""
     from tqdm.auto import tqdm
 
-    examples = list(model.encode(records))  # every row transformed (and checked) first
+    rows = iter(records)
     with tqdm(total=len(records), desc="predict", unit="row", mininterval=1.0) as bar:
-        for i in range(0, len(examples), batch_size):
-            outs = model.format(model.logits(examples[i : i + batch_size]))
-            for rec, out in zip(records[i : i + batch_size], outs, strict=True):
-                yield {**rec, **out}
+        for outs in model.batches(records, batch_size):  # every row checked first
+            for out in outs:
+                yield {**next(rows), **out}
             bar.update(len(outs))
 
 
@@ -45,8 +44,8 @@ def predict(
     device: str = "auto",
     batch_size: int = 32,
 ) -> dict:
+    from genpt.io import atomic_write_text
     from model.onnx_runtime import OnnxTaskModel
-    from tasks.io import atomic_write_text
 
     records = read_jsonl(input_path)  # bad input fails before loading anything
     model = OnnxTaskModel(model_dir(open_bundle(src), name), variant, device)

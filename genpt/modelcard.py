@@ -6,7 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from tasks.params import Params
+from genpt import artifacts
+from genpt.params import Params
 
 
 def _tsv(path: Path) -> tuple[list[float], list[float]]:
@@ -33,7 +34,7 @@ def render_plots(params: Params, out: Path) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    live, made = params.artifacts("live"), {}
+    made = {}
 
     def save(fig, name: str, title: str) -> None:
         fig.suptitle(title)
@@ -42,19 +43,19 @@ def render_plots(params: Params, out: Path) -> dict[str, str]:
         plt.close(fig)
         made[title] = f"{out.name}/{name}"
 
-    m = live / "pretrain" / "plots" / "metrics"
+    m = artifacts.live_pretrain_plots(params)
     if (m / "train" / "loss.tsv").exists():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         _curves(ax, {"train": m / "train" / "loss.tsv", "val": m / "val" / "loss.tsv"}, "loss")
         save(fig, "pretrain_loss.png", "Pre-training loss (L1)")
     for name, ds in params.datasets.items():
-        m = live / "finetune" / name / "plots" / "metrics"
+        m = artifacts.live_finetune_plots(params, name)
         if (m / "train" / "loss.tsv").exists():
             fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
             _curves(a, {"train": m / "train" / "loss.tsv"}, "loss (L3)")
             _curves(b, {"dev": m / "dev" / f"{ds.metric}.tsv"}, f"dev {ds.metric}")
             save(fig, f"finetune_{name}.png", f"Fine-tuning on {name}")
-        cm = live / "evaluate" / name / "plots" / "sklearn" / "confusion_matrix.json"
+        cm = artifacts.live_confusion(params, name)
         if cm.exists():
             fig, ax = plt.subplots(figsize=(4.5, 4))
             _confusion(ax, json.loads(cm.read_text()), ds.labels)

@@ -1,5 +1,5 @@
 """Key-value stores for bundles: a local directory or one S3 bucket (the client of
-tasks/stack/storage.py).
+genpt/stack/storage.py).
 
 Both offer check, put_file, put_bytes, get_bytes (None if absent) and get_file. S3 calls
 retry transient errors with exponential backoff; bad credentials, a missing bucket or an
@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.errors import GenptError
-from tasks.stack import storage
+from genpt.errors import GenptError
+from genpt.stack import storage
 
 # S3 error codes worth retrying; anything else is permanent.
 TRANSIENT = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",

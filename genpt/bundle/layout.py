@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.errors import GenptError
+from genpt.errors import GenptError
 
 EXPORT_DIR = "onnx"  # the export bundle's place inside a published version
 MODEL_INFO = "export.json"  # marks a model directory

@@ -28,8 +28,9 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.bundle.manifest import sha256_file
-from tasks.errors import GenptError
+from genpt import artifacts
+from genpt.bundle.manifest import sha256_file
+from genpt.errors import GenptError
 
 TOKENIZE = "re-run `genpt tokenize`"
 PRETRAIN = "re-run `genpt pretrain`"
@@ -90,7 +91,7 @@ def token_shards(d: Path, splits: Sequence[str] = ("train", "val"), sha: bool = 
     """tokens/manifest.json, after checking each shard of `splits` against it."""
     import numpy as np
 
-    path = d / "manifest.json"
+    path = d / artifacts.tokens_manifest.name
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: run `genpt tokenize` first")
     m = _json(path, TOKENIZE)

@@ -6,6 +6,7 @@ use DVC's syntax, `section.key=value` (the value is parsed as YAML).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -13,8 +14,9 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from genpt.errors import GenptError
 from model.config import FinetuneConfig, ModelConfig, PretrainConfig, Strict, TokenizerConfig
-from tasks.errors import GenptError
+from model.schema import NEEDS_LABELS, TaskType
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -42,13 +44,13 @@ class ParamsError(GenptError, ValueError):
 
 
 class PathsConfig(Strict):
-    corpus: list[str] = ["data/corpus/*.txt"]  # globs or s3:// URLs (tasks/data/corpus.py)
+    corpus: list[str] = ["data/corpus/*.txt"]  # globs or s3:// URLs (genpt/ingest/corpus.py)
     artifacts: str = "artifacts"  # every stage's outputs go under here
     val_fraction: float = Field(0.05, gt=0, lt=1)  # tail of each document held out
 
 
 class CorpusConfig(Strict):
-    """How paths.corpus is read (tasks/data/corpus.py, docs/corpus.md)."""
+    """How paths.corpus is read (genpt/ingest/corpus.py, docs/corpus.md)."""
 
     root: str = "data/corpus"  # holds every local corpus file: validate's and tokenize's DVC dep
     format: Literal["auto", "text", "jsonl", "parquet", "datasets"] = "auto"  # auto: by name
@@ -60,8 +62,8 @@ class CorpusConfig(Strict):
 class DatasetConfig(Strict):
     """One labelled dataset for fine-tuning (schema per task type: see data/README.md)."""
 
-    task_type: Literal["classification", "entailment", "similarity", "multiple_choice"]
-    adapter: str = "canonical"  # loader for the files' format (tasks/data/loaders.py)
+    task_type: TaskType
+    adapter: str = "canonical"  # loader for the files' format (genpt/ingest/loaders.py)
     train: str
     dev: str | None = None  # None: `holdout` rows of train are the dev split
     holdout: int | None = Field(None, gt=0)  # dev = this many random rows of train (seed 0)
@@ -72,8 +74,7 @@ class DatasetConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        needs_labels = self.task_type in ("classification", "entailment")
-        if needs_labels and not self.labels:
+        if self.task_type in NEEDS_LABELS and not self.labels:
             raise ValueError(f"task type {self.task_type} needs `labels`")
         if (self.dev is None) == (self.holdout is None):
             raise ValueError("set exactly one of `dev` (a file) and `holdout` (rows of train)")
@@ -95,7 +96,7 @@ class PublishConfig(Strict):
 
 
 class ValidateConfig(Strict):
-    """Thresholds of `genpt validate` (Great Expectations suites, tasks/data/validation.py)."""
+    """Thresholds of `genpt validate` (Great Expectations suites, genpt/ingest/validation.py)."""
 
     min_doc_chars: int = Field(1, ge=1)  # a corpus file (document) with less text fails
     max_doc_chars: int = Field(50_000_000, gt=0)
@@ -233,6 +234,12 @@ def apply_override(raw: dict, override: str) -> None:
         if not isinstance(node, dict):
             raise ParamsError(f"override {override!r}: {p} is not a section")
     node[leaf] = read_yaml(value)
+
+
+def as_overrides(values: dict[str, object]) -> list[str]:
+    """`key=value` overrides (DVC's `-S` syntax) of the values that are set; lists as JSON."""
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
+            for k, v in values.items() if v is not None]  # fmt: skip
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:

@@ -1,0 +1,287 @@
+"""The ablation study in the shape of GPT-1's Table 5 (stage `report` writes it).
+
+From study/DATASET/ARM.json, report/ gets:
+- metrics.json: per dataset, each arm's mean ± std over seeds, the trivial baseline, the
+  gains of pre-training (full - scratch) and of the auxiliary LM (full - no_aux) with 95%
+  intervals, zero-shot scores; and the average over datasets (DVC metrics);
+- report.md: the table; table.json: its rows (a Prefect table artifact); ablation.png.
+Scores are points: metric x 100, as in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from genpt import artifacts
+from genpt.params import Params
+from model.ablation import across_datasets, average_gain, format_gain, gain, summarize
+
+# GPT-1 (Radford et al. 2018), Table 5: dataset -> (full, w/o pre-training, w/o aux LM)
+PAPER = {
+    "cola": (45.4, 18.9, 47.9),
+    "sst2": (91.3, 84.0, 92.0),
+    "mrpc": (82.3, 79.4, 84.9),
+    "stsb": (82.0, 30.9, 83.2),
+    "qqp": (70.3, 65.5, 69.8),
+    "mnli": (81.8, 75.7, 81.1),
+    "qnli": (88.1, 71.2, 86.9),
+    "rte": (56.0, 53.8, 54.4),
+}
+PAPER_AVERAGE = (74.7, 59.9, 75.0)
+LABELS = {
+    "full": "Transformer w/ aux LM (full)",
+    "scratch": "Transformer w/o pre-training",
+    "no_aux": "Transformer w/o aux LM",
+}
+
+
+def paper_key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum()).removeprefix("glue")
+
+
+def points(study: dict) -> list[float]:
+    return [100 * r["dev"][study["metric"]] for r in study["runs"]]
+
+
+def _mean_std(values: list[float]) -> dict:
+    s = summarize(values)
+    return {"mean": s["mean"], "std": s["std"], "n": s["n"]}
+
+
+def load_study(params: Params) -> dict[str, dict[str, dict]]:
+    """{dataset: {arm: study json}}; a missing file names the stage that writes it."""
+    out = {}
+    for name in params.datasets:
+        out[name] = {}
+        for arm in params.study.arms:
+            path = artifacts.study(params, name, arm)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing (run `genpt study {name} {arm}`)")
+            out[name][arm] = json.loads(path.read_text())
+    return out
+
+
+def tuning(arms: dict[str, dict]) -> dict[str, dict]:
+    """Per arm: the lr it used (and the grid it searched on the tune split), its max epochs
+    and each seed's best epoch there; `flags` where a choice sits on the edge of what was
+    tried (the optimum may lie outside it)."""
+    out = {}
+    for arm, s in arms.items():
+        lr, top = s.get("lr"), s.get("max_epochs")
+        grid = sorted({r["lr"] for r in s.get("search") or []})
+        best = [r.get("best_epoch") for r in s["runs"]]
+        flags = []
+        if len(grid) > 1 and lr in (grid[0], grid[-1]):
+            flags.append(f"lr {lr:g} on the {'low' if lr == grid[0] else 'high'} edge of {grid}")
+        at_top = sum(b == top for b in best if b is not None)
+        if top and at_top:
+            flags.append(f"best epoch = max epochs ({top}) in {at_top} of {len(best)} runs")
+        out[arm] = {"lr": lr, "lr_grid": grid or None, "max_epochs": top,
+                    "best_epochs": best, "flags": flags}  # fmt: skip
+    return out
+
+
+def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> dict:
+    """The report's figures from {dataset: {arm: study json}} (see the module doc)."""
+    datasets = {}
+    for name, arms in study.items():
+        first = next(iter(arms.values()))
+        scores = {arm: points(s) for arm, s in arms.items()}
+        d = {
+            "metric": first["metric"],
+            "baseline": 100 * first["baseline"],
+            "arms": {arm: _mean_std(x) for arm, x in scores.items()},
+            "tuning": tuning(arms),
+        }
+        if "full" in scores and "scratch" in scores:
+            d["gain_pretraining"] = gain(scores["full"], scores["scratch"], level)
+        if "full" in scores and "no_aux" in scores:
+            d["gain_aux_lm"] = gain(scores["full"], scores["no_aux"], level)
+        if "zero_shot" in arms.get("full", {}):
+            d["zero_shot"] = 100 * arms["full"]["zero_shot"]["accuracy"]
+        if paper_key(name) in PAPER:
+            d["paper"] = dict(
+                zip(("full", "scratch", "no_aux"), PAPER[paper_key(name)], strict=True)
+            )
+        datasets[name] = d
+    arms = list(next(iter(study.values()))) if study else []
+    average = {
+        "arms": {
+            a: sum(d["arms"][a]["mean"] for d in datasets.values()) / len(datasets) for a in arms
+        },
+        "baseline": sum(d["baseline"] for d in datasets.values()) / max(1, len(datasets)),
+        "paper": dict(zip(("full", "scratch", "no_aux"), PAPER_AVERAGE, strict=True)),
+    }
+    for key, (a, b) in {
+        "gain_pretraining": ("full", "scratch"),
+        "gain_aux_lm": ("full", "no_aux"),
+    }.items():
+        if a in arms and b in arms:
+            pairs = [(points(s[a]), points(s[b])) for s in study.values()]
+            average[key] = average_gain(pairs, level)
+            by_dataset = {n: d[key]["mean"] for n, d in datasets.items()}
+            average[f"{key}_across_datasets"] = across_datasets(by_dataset, level)
+    # accuracy-like and correlation metrics have different chance levels: averaged apart
+    average["by_metric"] = {
+        m: {a: sum(d["arms"][a]["mean"] for d in group) / len(group) for a in arms}
+        for m in sorted({d["metric"] for d in datasets.values()})
+        for group in [[d for d in datasets.values() if d["metric"] == m]]
+    }
+    return {"datasets": datasets, "average": average}
+
+
+def table_rows(summary: dict) -> list[dict]:
+    """One row per method, one column per dataset plus the average (as in Table 5)."""
+    ds, avg = summary["datasets"], summary["average"]
+    cols = {name: f"{name} ({d['metric']})" for name, d in ds.items()}
+    rows = []
+    for arm in avg["arms"]:
+        row = {"method": LABELS.get(arm, arm), "avg": f"{avg['arms'][arm]:.1f}"}
+        for name, d in ds.items():
+            a = d["arms"][arm]
+            spread = f" ± {a['std']:.1f}" if a["n"] > 1 else ""  # one seed: no spread to show
+            row[cols[name]] = f"{a['mean']:.1f}{spread}"
+        rows.append(row)
+    rows.append(
+        {
+            "method": "trivial baseline (majority class / constant)",
+            "avg": f"{avg['baseline']:.1f}",
+            **{cols[n]: f"{d['baseline']:.1f}" for n, d in ds.items()},
+        }
+    )
+    if any("zero_shot" in d for d in ds.values()):
+        rows.append(
+            {
+                "method": "zero-shot pre-trained LM (no fine-tuning)",
+                "avg": "–",
+                **{
+                    cols[n]: f"{d['zero_shot']:.1f}" if "zero_shot" in d else "–"
+                    for n, d in ds.items()
+                },
+            }
+        )
+    for key, label in (
+        ("gain_pretraining", "gain of pre-training (full − scratch), 95% CI"),
+        ("gain_aux_lm", "gain of aux LM (full − no_aux), 95% CI"),
+    ):
+        if key in avg:
+            rows.append(
+                {
+                    "method": label,
+                    "avg": format_gain(avg[key]),
+                    **{cols[n]: format_gain(d.get(key)) for n, d in ds.items()},
+                }
+            )
+    return rows
+
+
+def markdown(summary: dict, params: Params) -> str:
+    rows = table_rows(summary)
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in head) + " |" for r in rows]
+    paper = summary["average"]["paper"]
+    first = next(iter(summary["datasets"].values()))["arms"]
+    seeds = ", ".join(f"{arm} {a['n']}" for arm, a in first.items())
+    return "\n".join(
+        [
+            "## Ablation (GPT-1 Table 5 shape): dev-set points (metric × 100), "
+            f"mean ± std over seeds (runs per arm: {seeds})",
+            "",
+            *lines,
+            "",
+            f"GPT-1 Table 5 average: full {paper['full']}, w/o pre-training {paper['scratch']}, "
+            f"w/o aux LM {paper['no_aux']} "
+            f"(gain of pre-training {paper['full'] - paper['scratch']:+.1f}).",
+            "Intervals: Welch's t over seeds. Tuning: " + tuning_note(params),
+            "",
+            *spread_lines(summary),
+            "",
+            *tuning_lines(summary),
+        ]
+    )
+
+
+def spread_lines(summary: dict) -> list[str]:
+    """The average gain with datasets as the unit, leave-one-dataset-out, and the arms'
+    averages per metric (the "avg" column mixes metrics whose chance levels differ)."""
+    avg, lines = summary["average"], []
+    g = avg.get("gain_pretraining_across_datasets")
+    if g:
+        line = (
+            f"Datasets as the unit: gain of pre-training {format_gain(g)} "
+            f"(t-interval over {g['n']} datasets)"
+        )
+        if "leave_one_out" in g:
+            loo = sorted(g["leave_one_out"].items(), key=lambda kv: kv[1])
+            (lo_name, lo), (hi_name, hi) = loo[0], loo[-1]
+            line += f"; leaving one dataset out: {lo:+.1f} (without {lo_name}) to {hi:+.1f} "
+            line += f"(without {hi_name})"
+        lines.append(line + ".")
+    for metric, arms in avg["by_metric"].items():
+        names = [n for n, d in summary["datasets"].items() if d["metric"] == metric]
+        means = ", ".join(f"{arm} {v:.1f}" for arm, v in arms.items())
+        lines.append(f"Average over the {metric} datasets ({', '.join(names)}): {means}.")
+    return lines
+
+
+def tuning_lines(summary: dict) -> list[str]:
+    """The choices each arm made on the tune split, and the flags on them."""
+    lines = [
+        "### Tuning (chosen on the tune split)",
+        "",
+        "| dataset | arm | lr (grid searched) | best epoch per run / max | flags |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in summary["datasets"].items():
+        for arm, t in d.get("tuning", {}).items():
+            lr = "–" if t["lr"] is None else f"{t['lr']:g}"
+            grid = f" ({', '.join(f'{x:g}' for x in t['lr_grid'])})" if t["lr_grid"] else ""
+            best = ", ".join("–" if b is None else str(b) for b in t["best_epochs"])
+            top = t["max_epochs"] or "–"
+            flags = "; ".join(t["flags"]) or "–"
+            lines.append(f"| {name} | {arm} | {lr}{grid} | {best} / {top} | {flags} |")
+    return lines
+
+
+def tuning_note(params: Params) -> str:
+    parts = []
+    for arm, cfg in params.study.arms.items():
+        lr = f"lr searched over {cfg.lrs}" if cfg.lrs else "the finetune section's lr"
+        parts.append(f"{arm}: {lr}")
+    return (
+        "; ".join(parts)
+        + f"; every arm keeps its best epoch on a tune split ({params.study.tune_fraction:.0%} "
+        "of train, fixed seed); dev is never used to choose."
+    )
+
+
+def bar_chart(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = summary["datasets"]
+    arms = list(summary["average"]["arms"])
+    names = [*ds, "average"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.8))
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        means = [ds[n]["arms"][arm]["mean"] for n in ds] + [summary["average"]["arms"][arm]]
+        stds = [ds[n]["arms"][arm]["std"] for n in ds] + [0.0]
+        xs = [j + (i - (len(arms) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=LABELS.get(arm, arm))
+    base = [ds[n]["baseline"] for n in ds] + [summary["average"]["baseline"]]
+    ax.scatter(
+        range(len(names)), base, marker="_", s=600, c="k", zorder=3, label="trivial baseline"
+    )
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("dev score (metric × 100)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("Ablation: pre-training and the auxiliary LM objective")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)

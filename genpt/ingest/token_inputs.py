@@ -1,0 +1,49 @@
+"""What the tokenize stage's outputs are a function of, and whether intact outputs made
+from the same inputs exist already (then the stage does nothing)."""
+
+from __future__ import annotations
+
+import resource
+
+from genpt import artifacts
+from genpt.artifacts_check import token_shards
+from genpt.bundle.manifest import sha256_file
+from genpt.errors import GenptError
+from genpt.ingest.corpus import corpus_files, sha256
+from genpt.io import read_json
+
+FORMAT = 2  # 2: fixed-size shards, a document index, BPE on a sample
+
+
+def inputs(params) -> dict:
+    """What the outputs are a function of: the sources' sha256 and the params read."""
+    return {
+        "format": FORMAT,
+        "files": [{"path": f, "sha256": sha256(f)} for f in corpus_files(params.paths.corpus)],
+        "val_fraction": params.paths.val_fraction,
+        "corpus": params.corpus.model_dump(),
+        "tokenizer": params.tokenizer.model_dump(),
+    }
+
+
+def unchanged(params, want: dict) -> dict | None:
+    """The manifest of intact outputs made from `want`, else None."""
+    d = artifacts.tokens(params)
+    m = read_json(artifacts.tokens_manifest(params))
+    if not m or m.get("inputs") != want:
+        return None
+    try:
+        token_shards(d)
+        ok = sha256_file(artifacts.tokenizer(params) / "tokenizer.json") == m["tokenizer_sha256"]
+    except (GenptError, OSError, KeyError):
+        return None
+    return m if ok else None
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the encoding workers)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime

@@ -1,4 +1,0 @@
-"""Data library: the corpus (corpus.py), labelled datasets and their adapters (loaders.py),
-Great Expectations suites (validation.py) on facts streamed from the corpus (scan.py),
-leakage checks (leakage.py) and tokenization into token shards (tokens.py). The stages in
-tasks/ call it."""
