@@ -41,14 +41,14 @@ COPY flows flows
 RUN --mount=type=cache,target=/root/.cache/pip pip install --no-deps --prefix /opt/code .
 
 # --- runtime: the venv, git for DVC, a non-root user, the workspace -------------------------
+# /data and ~/.prefect: compose.yaml's volumes (S3 data, Prefect's database), owned by the user
 FROM ${PYTHON_IMAGE}
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 genpt \
-    && mkdir /workspace \
-    && chown 1000:1000 /workspace
+    && install -d -o 1000 -g 1000 /workspace /data /home/genpt/.prefect
 # the dependencies (a big layer, cached), then the code (small: a code change rebuilds only it)
 COPY --from=build /opt/venv /opt/venv
 COPY --from=code /opt/code/ /opt/venv/

@@ -4,11 +4,16 @@ compose.yaml's services and GPU reservation), then built and run with podman (ma
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -58,14 +63,20 @@ def test_multi_stage_cached_non_root_genpt_entrypoint():
     assert user and user[-1].split(":")[0] not in ("0", "root")
     assert [a for i, a in ins if i == "ENTRYPOINT"] == ['["genpt"]']
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", ".env", "artifacts", ".venv"} <= set(ignored)
+    assert {".git", ".env", ".genpt", "artifacts", ".venv"} <= set(ignored)
 
 
-def test_compose_has_storage_server_and_a_gpu_worker():
-    c = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    s = c["services"]
-    assert s["seaweedfs"]["image"].startswith("chrislusf/seaweedfs")
-    assert "-s3" in s["seaweedfs"]["command"]
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def test_compose_stack_from_this_image_on_loopback():
+    """compose.yaml: S3 (the image's weed), a Prefect server and a worker, one image; ports on
+    127.0.0.1 only; the image's non-root user; the S3 keys passed by name, never a value.
+    compose.gpu.yaml adds the worker's GPU."""
+    s = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert {"seaweedfs", "s3-init", "prefect-server", "worker"} <= set(s)
+    assert {svc["image"] for svc in s.values()} == {"${GENPT_IMAGE:-genpt:latest}"}
+    assert {"-s3", "-s3.config=/tmp/s3.json"} <= set(s["seaweedfs"]["command"])
     assert s["prefect-server"]["command"][:2] == ["server", "start"]
     w = s["worker"]
     assert w["build"] == "." and w["command"][:2] == ["worker", "start"]
@@ -75,13 +86,15 @@ def test_compose_has_storage_server_and_a_gpu_worker():
     env = w["environment"]
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert env["GENPT_S3_ENDPOINT_URL"].startswith("http://seaweedfs:")
-    devices = w["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
-    for svc in s.values():  # published ports only on loopback
-        for p in svc.get("ports", []):
+    for svc in s.values():
+        for p in svc.get("ports", []):  # published ports only on loopback
             assert p.startswith("127.0.0.1:"), p
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # from the environment only
-        assert env[key].startswith("${" + key), env[key]
+        assert "user" not in svc  # the image's user (non-root)
+        for key in S3_KEYS:  # from the environment, by name only
+            assert svc.get("environment", {}).get(key) is None, (key, svc)
+    gpu = yaml.safe_load((ROOT / "compose.gpu.yaml").read_text())["services"]["worker"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
 
 
 # --- the image, built and run with podman (docker/build-local.sh) ---------------------------
@@ -149,7 +162,6 @@ def test_image_genpt_is_this_checkout(image):
     code = _sources_digest() + "import importlib.metadata as m; print(m.version('genpt'))"
     out = podman("run", "--rm", "--entrypoint", "python", image, "-c", code).stdout.splitlines()
     import hashlib
-    import json
 
     here = {
         f.relative_to(ROOT).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
@@ -179,7 +191,7 @@ def test_no_secret_in_the_image_history_or_env(image, tmp_path):
         history = podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", ref).stdout
         env = podman("image", "inspect", "--format", "{{json .Config.Env}}", ref).stdout
         files = podman("run", "--rm", "--entrypoint", "ls", ref, "-a", "/workspace").stdout
-        return _leaks(history + env) + [f for f in files.split() if f == ".env"]
+        return _leaks(history + env) + [f for f in files.split() if f in (".env", ".genpt")]
 
     assert leaks(image) == []
     # the check itself sees a planted key (a layer on top: no rebuild)
@@ -219,9 +231,6 @@ def _workspace(dst: Path, overrides: list[str]) -> None:
 def test_pipeline_in_the_container(image, tmp_path, tiny_overrides):
     """`genpt pipeline` (tiny) as the image's non-root user in a workspace mounted from the
     host: the gate passes, the artifacts land on the host readable, `dvc repro` is a no-op."""
-    import json
-    import time
-
     ws = tmp_path / "ws"
     _workspace(ws, [o for o in tiny_overrides if not o.startswith("paths.artifacts")])
     uid = podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.split(":")[0]
@@ -243,3 +252,197 @@ def test_pipeline_in_the_container(image, tmp_path, tiny_overrides):
         assert f.stat().st_uid == (int(uid) if os.getuid() == 0 else os.getuid()), f
     again = podman(*run, "--entrypoint", "dvc", image, "repro").stdout
     assert "Running stage" not in again and "up to date" in again, again
+
+
+# --- the compose stack (compose.yaml) with podman-compose (docker/compose-local.sh) ----------
+
+
+@dataclass
+class Compose:
+    """One podman-compose project of compose.yaml: its own name, keys and loopback ports."""
+
+    env: dict
+    project: str
+    s3: str  # the S3 endpoint from the host
+    api: str  # the Prefect API from the host
+    output: list[str] = field(default_factory=list)  # podman-compose's output, logs of `down`
+
+    def __call__(self, *args: str, ok: bool = True) -> str:
+        r = subprocess.run(
+            [str(ROOT / "docker" / "compose-local.sh"), *args],
+            env=self.env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        self.output.append(r.stdout + r.stderr)
+        assert r.returncode == 0 or not ok, f"compose {args} -> {r.returncode}\n{self.output[-1]}"
+        return r.stdout
+
+    def container(self, service: str) -> str:
+        return f"{self.project}_{service}_1"
+
+    def names(self, *ps_args: str) -> list[str]:
+        label = f"label=io.podman.compose.project={self.project}"
+        return podman("ps", *ps_args, "--format", "{{.Names}}", "--filter", label).stdout.split()
+
+    def logs(self) -> str:
+        runs = [podman("logs", n) for n in self.names("-a")]
+        return "".join(r.stdout + r.stderr for r in runs)
+
+    def down(self) -> None:
+        self.output.append(self.logs())  # the containers go: keep their logs
+        self("down")
+
+    def up(self) -> None:
+        """up -d, then wait for S3 (s3-init exits 0 once it answers) and the Prefect API."""
+        self("up", "-d")
+        code = podman("wait", self.container("s3-init"), timeout=300).stdout.strip()
+        assert code == "0", podman("logs", self.container("s3-init")).stderr
+        _wait(lambda: urllib.request.urlopen(f"{self.api}/health", timeout=5), 300, "Prefect API")
+
+    def client(self):
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: self.api}):
+            return get_client(sync_client=True)
+
+
+def _wait(probe, timeout: float, what: str):
+    """probe() until it returns without an exception (and not None); its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out = probe()
+            if out is not None:
+                return out
+        except Exception as e:  # noqa: BLE001 - anything means "not yet"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not ready after {timeout:.0f} s ({e!r})") from e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not ready after {timeout:.0f} s")
+        time.sleep(3)
+
+
+@pytest.fixture(scope="module")
+def stack(image):
+    """compose.yaml up as a project of its own: fresh random S3 keys in the environment,
+    free loopback ports; `down -v` (containers, volumes, network) at the end."""
+    from tasks.stack.seaweedfs import free_ports
+
+    s3_port, api_port = free_ports(2)
+    project = f"genpt-test-{os.getpid()}"
+    keys = {
+        "AWS_ACCESS_KEY_ID": "GENPT" + secrets.token_hex(8).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+    }
+    env = {**PODMAN_ENV, **keys, "GENPT_IMAGE": image, "GENPT_COMPOSE_PROJECT": project,
+           "GENPT_S3_PORT": str(s3_port), "GENPT_PREFECT_PORT": str(api_port)}  # fmt: skip
+    c = Compose(env, project, f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{api_port}/api")
+    try:
+        yield c
+    finally:
+        c("down", "-v", ok=False)
+        podman("network", "rm", f"{project}_default", ok=False)
+
+
+def _genpt(*args: str, env: dict) -> str:
+    """`genpt ARGS` on the host (this checkout), its stdout; fails the test on an error."""
+    r = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )  # fmt: skip
+    assert r.returncode == 0, f"genpt {' '.join(args)} -> {r.returncode}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def _s3_env(c: Compose) -> dict:
+    keys = {k: c.env[k] for k in S3_KEYS}
+    return {**keys, "GENPT_S3_ENDPOINT_URL": c.s3, "AWS_ENDPOINT_URL": c.s3}
+
+
+def _bundle_keys(c: Compose) -> list[str]:
+    from tasks.stack import storage
+
+    keys = _s3_env(c)
+    s3 = storage.s3_client(c.s3, 2, (keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"]))
+    listed = s3.list_objects_v2(Bucket="genpt-models", Prefix="models/genpt/")
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+@pytest.mark.container
+@pytest.mark.slow
+def test_compose_stack_runs_the_deployment_to_a_bundle_the_host_serves(
+    stack, tiny_overrides, tmp_path
+):
+    """up; deploy prefect.yaml (its cron schedule registered); run the deployment (tiny) on
+    the worker to a published bundle in the stack's S3; `genpt fetch` and `genpt predict`
+    from the host get it; after down and up, Prefect's history and the bucket are kept."""
+    from prefect.client.schemas.objects import StateType
+
+    start = time.monotonic()
+    stack.up()
+    with stack.client() as client:  # the worker creates its pool; deploy after that
+        _wait(lambda: client.read_work_pool("genpt-process"), 300, "work pool genpt-process")
+    podman("exec", stack.container("worker"), "prefect", "--no-prompt", "deploy", "--all")
+    overrides = [o for o in tiny_overrides if not o.startswith("paths.artifacts")]
+    with stack.client() as client:
+        deployment = client.read_deployment_by_name("genpt-pipeline/nightly")
+        crons = [(s.schedule.cron, s.active) for s in deployment.schedules]
+        assert crons == [("0 2 * * *", True)], crons
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"overrides": overrides}
+        )
+
+        def final():
+            s = client.read_flow_run(run.id).state
+            return s if s and s.is_final() else None
+
+        state = _wait(final, 1800, f"flow run {run.id}")
+    print(f"compose stack: up to a completed deployment run in {time.monotonic() - start:.0f} s")
+    assert state.type == StateType.COMPLETED, (state, podman("logs", stack.container("worker")))
+
+    keys = _bundle_keys(stack)
+    assert any(k.endswith("/manifest.json") for k in keys), keys
+    env = _s3_env(stack)
+    got = _genpt("fetch", str(tmp_path / "fetched"), env=env)
+    assert json.loads(got)["files"] > 0 and (tmp_path / "fetched" / "manifest.json").is_file()
+    rows = [{"id": i, "text": t} for i, t in enumerate(["The creature stood.", "Alice ran."])]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = {}
+    for name, bundle in [("s3", "s3://genpt-models/models/genpt/latest"),
+                         ("fetched", str(tmp_path / "fetched"))]:  # fmt: skip
+        out[name] = tmp_path / f"{name}.jsonl"
+        args = ["--bundle", bundle, "--model", "authors", "-o", str(out[name])]
+        _genpt("predict", str(inp), *args, env={**env, "GENPT_CACHE": str(tmp_path / "cache")})
+    served = [json.loads(line) for line in out["s3"].read_text().splitlines()]
+    assert [r["id"] for r in served] == [0, 1] and all("prediction" in r for r in served)
+    assert out["s3"].read_text() == out["fetched"].read_text()
+
+    stack.down()
+    stack.up()
+    with stack.client() as client:  # Prefect's database and the bucket live in volumes
+        assert client.read_flow_run(run.id).state.type == StateType.COMPLETED
+        assert client.read_deployment_by_name("genpt-pipeline/nightly").id == deployment.id
+    assert _bundle_keys(stack) == keys
+
+
+@pytest.mark.container
+@pytest.mark.slow
+def test_compose_stack_non_root_loopback_and_no_key_in_logs(stack):
+    """Every service runs as non-root and publishes on 127.0.0.1 only; the S3 keys are in no
+    service's log (also those before `down`), in nothing podman-compose printed, and not in
+    compose.yaml."""
+    if not stack.names():
+        stack.up()  # (run alone: the stack is not up yet)
+    running = stack.names()
+    assert len(running) == 3, running  # s3-init has exited
+    for name in running:
+        assert podman("exec", name, "id", "-u").stdout.strip() != "0", name
+        ports = podman("inspect", "--format", "{{json .NetworkSettings.Ports}}", name).stdout
+        ports = json.loads(ports) or {}
+        for bindings in ports.values():
+            assert all(b["HostIp"] == "127.0.0.1" for b in bindings or []), (name, ports)
+    logs = stack.logs() + "".join(stack.output)
+    for key in S3_KEYS:
+        assert stack.env[key] not in logs + (ROOT / "compose.yaml").read_text(), key
+    assert not SECRET.findall(logs), SECRET.findall(logs)[:5]  # (compose.yaml's comments name them)
