@@ -6,7 +6,7 @@ import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks.stack import storage
+from genpt.stack import storage
 
 s3 = storage.s3_client(max_attempts=1, timeouts=(2, 10))
 deadline = time.monotonic() + 120

@@ -326,7 +326,7 @@ def _wait(probe, timeout: float, what: str):
 def stack(image):
     """compose.yaml up as a project of its own: fresh random S3 keys in the environment,
     free loopback ports; `down -v` (containers, volumes, network) at the end."""
-    from tasks.stack.seaweedfs import free_ports
+    from genpt.stack.seaweedfs import free_ports
 
     s3_port, api_port = free_ports(2)
     project = f"genpt-test-{os.getpid()}"
@@ -347,7 +347,7 @@ def stack(image):
 def _genpt(*args: str, env: dict) -> str:
     """`genpt ARGS` on the host (this checkout), its stdout; fails the test on an error."""
     r = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "genpt.cli", *args], cwd=ROOT, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
     )  # fmt: skip
     assert r.returncode == 0, f"genpt {' '.join(args)} -> {r.returncode}\n{r.stderr[-3000:]}"
@@ -360,7 +360,7 @@ def _s3_env(c: Compose) -> dict:
 
 
 def _bundle_keys(c: Compose) -> list[str]:
-    from tasks.stack import storage
+    from genpt.stack import storage
 
     keys = _s3_env(c)
     s3 = storage.s3_client(c.s3, 2, (keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"]))
