@@ -15,7 +15,7 @@ import time
 from genpt import artifacts, artifacts_check
 from genpt.bundle.manifest import sha256_file
 from genpt.ingest.corpus import iter_documents
-from genpt.ingest.token_inputs import cpu_s, inputs, unchanged
+from genpt.ingest.token_inputs import cpu_s, inputs, manifest_of, unchanged
 from genpt.ingest.tokens import encode_corpus, sample
 from genpt.io import atomic_dir, write_json
 from genpt.params import Params
@@ -61,19 +61,7 @@ def run(params: Params) -> dict:
                 seed=cfg.seed, shard_tokens=cfg.shard_tokens,
             )  # fmt: skip
             t_enc, cpu_enc = time.perf_counter() - t0, cpu_s() - cpu0
-            manifest = {
-                "vocab_size": len(tok),
-                "dtype": dtype.name,
-                "eot": eot,
-                "tokenizer_sha256": sha256_file(tok_dir / "tokenizer.json"),
-                "val_fraction": val_fraction,
-                "encoder": out["encoder"],
-                "files": want["files"],
-                "inputs": want,
-                "train": out["train"]["shards"],
-                "val": out["val"]["shards"],
-                "index": {s: out[s]["index"] for s in ("train", "val")},
-            }
+            manifest = manifest_of(tok, dtype, out, want, sha256_file(tok_dir / "tokenizer.json"))
             write_json(d / artifacts.tokens_manifest.name, manifest)
     n_tokens = sum(s["tokens"] for s in manifest["train"] + manifest["val"])
     return {

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from genpt import offline
 
@@ -167,6 +168,10 @@ TINY = [
     "pretrain.warmup_steps=5",
     "finetune.epochs=1",
     "finetune.max_train_examples=64",
+    *(  # the datasets' own budgets (300 rows) would win over the section's
+        f"datasets.{name}.finetune.max_train_examples=64"
+        for name in yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"]
+    ),
     "study.seeds=[1]",
     "study.arms.scratch.lrs=[1.0e-3]",
     "gate.min_over_baseline=-100",  # 30 pre-training steps show no gain: gate the plumbing

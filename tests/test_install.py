@@ -33,6 +33,7 @@ def test_stack_publish_fetch_in_a_readme_venv(tmp_path, tiny_export):
     env.pop("GENPT_S3_ENDPOINT_URL", None)
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     env.pop("PYTHONPATH", None)
+    env["PIP_NO_COMPILE"] = "1"  # no .pyc for thousands of files: the install, not its speed
 
     def sh(cmd: str, timeout: float = 1200) -> str:
         r = subprocess.run(

@@ -47,3 +47,23 @@ def cpu_s() -> float:
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def manifest_of(tok, dtype, out: dict, want: dict, tokenizer_sha256: str) -> dict:
+    """tokens/manifest.json: what the shards hold and what made them (`encode_corpus`'s
+    `out`, the stage's inputs `want`)."""
+    from model.tokenizer import EOT
+
+    return {
+        "vocab_size": len(tok),
+        "dtype": dtype.name,
+        "eot": tok.convert_tokens_to_ids(EOT),
+        "tokenizer_sha256": tokenizer_sha256,
+        "val_fraction": want["val_fraction"],
+        "encoder": out["encoder"],
+        "files": want["files"],
+        "inputs": want,
+        "train": out["train"]["shards"],
+        "val": out["val"]["shards"],
+        "index": {s: out[s]["index"] for s in ("train", "val")},
+    }
