@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,6 @@ import urllib.request
 from pathlib import Path
 
 PORT_IN_USE = 3  # uvicorn's exit code when the port is taken
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -57,16 +50,22 @@ class EphemeralAPI:
         atexit.register(lambda: _stop(self.proc))  # after Prefect's log workers drain
 
     def _start(self) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        port = self.url.rsplit(":", 1)[1]
+        from genpt.stack.seaweedfs import free_ports
+
+        port = str(free_ports(1)[0])
+        self.url = f"http://127.0.0.1:{port}"
         app = "prefect.server.api.server:create_app"
         cmd = [sys.executable, "-m", "uvicorn", "--app-dir", self.app_dir, "--factory", app]
         cmd += ["--host", "127.0.0.1", "--port", port, "--log-level", "error", "--lifespan", "on"]
         self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
 
-    def wait(self, timeout: float) -> str:
-        """Block until the server answers /api/health; its API URL."""
+    def wait(self) -> str:
+        """Block until the server answers /api/health (Prefect's setting
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); its API URL."""
         from prefect.logging import get_logger
+        from prefect.settings import get_current_settings
+
+        timeout = get_current_settings().server.ephemeral.startup_timeout_seconds
 
         get_logger().info("Starting temporary server on %s", self.url)  # as Prefect logs it
         deadline = time.monotonic() + timeout

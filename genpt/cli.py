@@ -297,6 +297,8 @@ def pipeline(
         raise typer.BadParameter(f"{path}: no such file", param_hint="--params")
     own = path.name == "params.yaml"
 
+    # the server's first start migrates its database: slow on a loaded machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.server import ephemeral_api
 
     server = ephemeral_api()  # without an API URL: boots while the flow's code is imported
@@ -307,10 +309,8 @@ def pipeline(
 
     if not logs.verbose():  # Prefect's lines stay in its API log; errors are printed below
         logs.console_without("prefect")
-    # the server's first start migrates its database: slow on a loaded machine
-    wait = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120))
     try:
-        with temporary_settings({PREFECT_API_URL: server.wait(wait)} if server else {}):
+        with temporary_settings({PREFECT_API_URL: server.wait()} if server else {}):
             out = flow(
                 preset=preset,
                 lm_coef=lm_coef,

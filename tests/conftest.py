@@ -105,8 +105,6 @@ def tiny(art, *extra) -> list[str]:
 
 def clone_repo(dst: Path) -> None:
     """A git clone of this repo plus the working tree's uncommitted changes to tracked files."""
-    import subprocess
-
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dst)], check=True)
     diff = subprocess.run(
         ["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True
