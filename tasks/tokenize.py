@@ -24,6 +24,7 @@ SECTIONS = ("paths", "corpus", "tokenizer")  # the params it reads (dvc.yaml: pa
 
 
 def run(params: Params) -> dict:
+    from model.progress import progress
     from model.tokenizer import EOT, save_tokenizer, token_dtype, train_tokenizer
 
     cfg, val_fraction = params.tokenizer, params.paths.val_fraction
@@ -34,8 +35,16 @@ def run(params: Params) -> dict:
     def docs():  # bad input fails in the first pass, before BPE or encoding
         return iter_documents(params.paths.corpus, params.corpus)
 
+    seen = {"documents": 0, "bytes": 0}
+
+    def counted():  # pass 1 counts the corpus, so pass 2 can show its progress
+        for d in docs():
+            seen["documents"] += 1
+            seen["bytes"] += d.nbytes
+            yield d
+
     t0 = time.perf_counter()
-    texts = sample((d.text for d in docs()), val_fraction, cfg.seed, cfg.sample_bytes)
+    texts = sample((d.text for d in counted()), val_fraction, cfg.seed, cfg.sample_bytes)
     t_sample = time.perf_counter() - t0
     sample_bytes = sum(len(t.encode()) for t in texts)
     tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
@@ -44,23 +53,23 @@ def run(params: Params) -> dict:
     artifacts_check.trained_vocab(len(tok), cfg, params.paths.corpus)
     eot, dtype = tok.convert_tokens_to_ids(EOT), token_dtype(len(tok))
 
-    seen = {"documents": 0, "bytes": 0}
+    bar = progress(seen["documents"], "tokenize: documents encoded", every_s=30)
 
-    def counted():
+    def shown():
         for d in docs():
-            seen["documents"] += 1
-            seen["bytes"] += d.nbytes
             yield d
+            bar.update()
 
     with atomic_dir(artifacts.tokenizer(params)) as tok_dir:
         save_tokenizer(tok, tok_dir)
         with atomic_dir(artifacts.tokens(params)) as d:
             t0, cpu0 = time.perf_counter(), cpu_s()
             out = encode_corpus(
-                counted(), tok, d, dtype=dtype, eot=eot, val_fraction=val_fraction,
+                shown(), tok, d, dtype=dtype, eot=eot, val_fraction=val_fraction,
                 seed=cfg.seed, shard_tokens=cfg.shard_tokens,
             )  # fmt: skip
             t_enc, cpu_enc = time.perf_counter() - t0, cpu_s() - cpu0
+            bar.close()
             manifest = manifest_of(tok, dtype, out, want, sha256_file(tok_dir / "tokenizer.json"))
             write_json(d / artifacts.tokens_manifest.name, manifest)
     n_tokens = sum(s["tokens"] for s in manifest["train"] + manifest["val"])
