@@ -3,10 +3,11 @@
     PYTHONPATH=. python bench/finetune_pilot.py -p recipes/cpu-hour.yaml stsb --budget 200 \
         --try pretrained:5e-4:3 --try scratch:2.5e-4:3 --seeds 1 2
 
-Takes the dataset's label budget from train exactly as `genpt study` does (same subsample,
-same fit/tune carve), trains each `--try INIT:LR:EPOCHS[:LAMBDA]` with early stopping on
-the tune split, and scores it on a *pilot* split: rows of train outside the budget. Dev is
-never read, so choices made here (budget, epochs, lr) do not leak into the report. Needs
+Takes the dataset's label budget from train exactly as `genpt study` does (the same pool,
+subsample and fit/tune carve), trains each `--try INIT:LR:EPOCHS[:LAMBDA]` with early
+stopping on the tune split, and scores it on a *pilot* split: rows of the pool outside the
+budget. Neither dev nor the report's held-out rows are read, so choices made here (budget,
+epochs, lr) do not leak into the report. Needs
 `artifacts/pretrain/hf` and `artifacts/tokenizer` from the same params. Prints one JSON
 line per run.
 """
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument("--pilot-seed", type=int, default=99, help="which rows form the pilot split")
     args = ap.parse_args()
     offline.apply()  # before transformers is imported
-    from genpt.arms import budget_split
+    from genpt.arms import budget_split, held_out
     from genpt.params import load_params
     from model.finetune import encode, finetune, init_lm
     from model.schema import num_labels
@@ -44,7 +45,10 @@ def main() -> None:
 
     params = load_params(args.params)
     ds = params.dataset(args.dataset)
-    fit_rows, tune_rows, rest = budget_split(params, args.dataset, args.budget)
+    pool, _ = held_out(params, args.dataset)  # never the report's held-out rows
+    fit_rows, tune_rows, rest = budget_split(
+        pool, args.budget, params.study.tune_fraction, params.seed
+    )
     if len(rest) < args.pilot_rows:
         raise SystemExit(f"{args.dataset}: only {len(rest)} train rows outside the budget")
     pick = np.random.default_rng(args.pilot_seed).permutation(len(rest))[: args.pilot_rows]

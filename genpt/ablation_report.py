@@ -3,9 +3,10 @@
 From study/DATASET/ARM.json, report/ gets:
 - metrics.json: per dataset, each arm's mean ± std over seeds, the trivial baseline, the
   gains of pre-training (full - scratch) and of the auxiliary LM (full - no_aux) with 95%
-  intervals, zero-shot scores; and the average over datasets (DVC metrics);
+  intervals (paired bootstrap over the held-out rows plus the seeds' variance), each
+  arm's tuning, zero-shot scores; and the average over datasets (DVC metrics);
 - report.md: the table; table.json: its rows (a Prefect table artifact); ablation.png.
-Scores are points: metric x 100, as in the paper.
+Scores are points on each dataset's held-out split (genpt/arms.py): metric x 100.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from genpt import artifacts
 from genpt.params import Params
-from model.ablation import across_datasets, average_gain, format_gain, gain, summarize
+from model import bootstrap
+from model.ablation import across_datasets, format_gain, summarize
+from model.ablation import average as average_of
 
 # GPT-1 (Radford et al. 2018), Table 5: dataset -> (full, w/o pre-training, w/o aux LM)
 PAPER = {
@@ -29,6 +34,7 @@ PAPER = {
     "rte": (56.0, 53.8, 54.4),
 }
 PAPER_AVERAGE = (74.7, 59.9, 75.0)
+GAINS = {"gain_pretraining": ("full", "scratch"), "gain_aux_lm": ("full", "no_aux")}
 LABELS = {
     "full": "Transformer w/ aux LM (full)",
     "scratch": "Transformer w/o pre-training",
@@ -41,7 +47,13 @@ def paper_key(name: str) -> str:
 
 
 def points(study: dict) -> list[float]:
-    return [100 * r["dev"][study["metric"]] for r in study["runs"]]
+    return [100 * r["report"][study["metric"]] for r in study["runs"]]
+
+
+def gain(a: dict, b: dict, level: float) -> dict:
+    """Arm a - arm b on the held-out rows both scored (model/bootstrap.py)."""
+    preds = [[np.asarray(r["pred"]) for r in s["runs"]] for s in (a, b)]
+    return bootstrap.gain(a["metric"], np.asarray(a["gold"]), *preds, level=level)
 
 
 def _mean_std(values: list[float]) -> dict:
@@ -63,22 +75,23 @@ def load_study(params: Params) -> dict[str, dict[str, dict]]:
 
 
 def tuning(arms: dict[str, dict]) -> dict[str, dict]:
-    """Per arm: the lr it used (and the grid it searched on the tune split), its max epochs
-    and each seed's best epoch there; `flags` where a choice sits on the edge of what was
-    tried (the optimum may lie outside it)."""
+    """Per arm: the lr and epochs chosen on the tune split from the grid searched there, each
+    seed's best epoch and the search's tune curves; `flags` where a choice sits on the edge
+    of the grid (the optimum may lie outside it)."""
     out = {}
     for arm, s in arms.items():
-        lr, top = s.get("lr"), s.get("max_epochs")
-        grid = sorted({r["lr"] for r in s.get("search") or []})
-        best = [r.get("best_epoch") for r in s["runs"]]
+        lr, top, grid = s["lr"], s["epochs"], s["grid"]
+        best = [r["best_epoch"] for r in s["runs"]]
         flags = []
-        if len(grid) > 1 and lr in (grid[0], grid[-1]):
-            flags.append(f"lr {lr:g} on the {'low' if lr == grid[0] else 'high'} edge of {grid}")
-        at_top = sum(b == top for b in best if b is not None)
-        if top and at_top:
-            flags.append(f"best epoch = max epochs ({top}) in {at_top} of {len(best)} runs")
-        out[arm] = {"lr": lr, "lr_grid": grid or None, "max_epochs": top,
-                    "best_epochs": best, "flags": flags}  # fmt: skip
+        if len(grid["lrs"]) > 1 and lr in (min(grid["lrs"]), max(grid["lrs"])):
+            edge = "low" if lr == min(grid["lrs"]) else "high"
+            flags.append(f"lr {lr:g} on the {edge} edge of {sorted(grid['lrs'])}")
+        at_top = sum(b == top for b in best)
+        if top == max(grid["epochs"]) and at_top:
+            flags.append(f"best epoch = the grid's most epochs ({top}) in {at_top} of {len(best)}")
+        curves = {f"lr {r['lr']:g}, {r['epochs']} epochs": r["tune_curve"] for r in s["search"]}
+        out[arm] = {"lr": lr, "epochs": top, "grid": grid, "best_epochs": best,
+                    "tune_curves": curves, "flags": flags}  # fmt: skip
     return out
 
 
@@ -90,14 +103,14 @@ def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> d
         scores = {arm: points(s) for arm, s in arms.items()}
         d = {
             "metric": first["metric"],
+            "split": f"held out: {first['examples']['report']} train rows",
             "baseline": 100 * first["baseline"],
             "arms": {arm: _mean_std(x) for arm, x in scores.items()},
             "tuning": tuning(arms),
         }
-        if "full" in scores and "scratch" in scores:
-            d["gain_pretraining"] = gain(scores["full"], scores["scratch"], level)
-        if "full" in scores and "no_aux" in scores:
-            d["gain_aux_lm"] = gain(scores["full"], scores["no_aux"], level)
+        for key, (a, b) in GAINS.items():
+            if a in arms and b in arms:
+                d[key] = gain(arms[a], arms[b], level)
         if "zero_shot" in arms.get("full", {}):
             d["zero_shot"] = 100 * arms["full"]["zero_shot"]["accuracy"]
         if paper_key(name) in PAPER:
@@ -113,18 +126,17 @@ def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> d
         "baseline": sum(d["baseline"] for d in datasets.values()) / max(1, len(datasets)),
         "paper": dict(zip(("full", "scratch", "no_aux"), PAPER_AVERAGE, strict=True)),
     }
-    for key, (a, b) in {
-        "gain_pretraining": ("full", "scratch"),
-        "gain_aux_lm": ("full", "no_aux"),
-    }.items():
+    for key, (a, b) in GAINS.items():
         if a in arms and b in arms:
-            pairs = [(points(s[a]), points(s[b])) for s in study.values()]
-            average[key] = average_gain(pairs, level)
+            average[key] = average_of([d[key] for d in datasets.values()], level)
             by_dataset = {n: d[key]["mean"] for n, d in datasets.items()}
             average[f"{key}_across_datasets"] = across_datasets(by_dataset, level)
     # accuracy-like and correlation metrics have different chance levels: averaged apart
     average["by_metric"] = {
-        m: {a: sum(d["arms"][a]["mean"] for d in group) / len(group) for a in arms}
+        m: {
+            **{a: sum(d["arms"][a]["mean"] for d in group) / len(group) for a in arms},
+            **{k: float(np.mean([d[k]["mean"] for d in group])) for k in GAINS if k in group[0]},
+        }
         for m in sorted({d["metric"] for d in datasets.values()})
         for group in [[d for d in datasets.values() if d["metric"] == m]]
     }
@@ -184,9 +196,11 @@ def markdown(summary: dict, params: Params) -> str:
     paper = summary["average"]["paper"]
     first = next(iter(summary["datasets"].values()))["arms"]
     seeds = ", ".join(f"{arm} {a['n']}" for arm, a in first.items())
+    splits = ", ".join(f"{n} {d['split'].removeprefix('held out: ')}"
+                       for n, d in summary["datasets"].items())  # fmt: skip
     return "\n".join(
         [
-            "## Ablation (GPT-1 Table 5 shape): dev-set points (metric × 100), "
+            "## Ablation (GPT-1 Table 5 shape): held-out points (metric × 100), "
             f"mean ± std over seeds (runs per arm: {seeds})",
             "",
             *lines,
@@ -194,7 +208,10 @@ def markdown(summary: dict, params: Params) -> str:
             f"GPT-1 Table 5 average: full {paper['full']}, w/o pre-training {paper['scratch']}, "
             f"w/o aux LM {paper['no_aux']} "
             f"(gain of pre-training {paper['full'] - paper['scratch']:+.1f}).",
-            "Intervals: Welch's t over seeds. Tuning: " + tuning_note(params),
+            "",
+            protocol_note(params, splits),
+            "The avg column mixes metrics with different chance levels (accuracy: 1/classes; "
+            "Pearson: 0); the per-metric averages below keep them apart.",
             "",
             *spread_lines(summary),
             "",
@@ -205,7 +222,7 @@ def markdown(summary: dict, params: Params) -> str:
 
 def spread_lines(summary: dict) -> list[str]:
     """The average gain with datasets as the unit, leave-one-dataset-out, and the arms'
-    averages per metric (the "avg" column mixes metrics whose chance levels differ)."""
+    averages and gains per metric (the "avg" column mixes metrics whose chance levels differ)."""
     avg, lines = summary["average"], []
     g = avg.get("gain_pretraining_across_datasets")
     if g:
@@ -219,9 +236,11 @@ def spread_lines(summary: dict) -> list[str]:
             line += f"; leaving one dataset out: {lo:+.1f} (without {lo_name}) to {hi:+.1f} "
             line += f"(without {hi_name})"
         lines.append(line + ".")
-    for metric, arms in avg["by_metric"].items():
+    for metric, values in avg["by_metric"].items():
         names = [n for n, d in summary["datasets"].items() if d["metric"] == metric]
-        means = ", ".join(f"{arm} {v:.1f}" for arm, v in arms.items())
+        means = ", ".join(
+            f"{k} {v:+.1f}" if k in GAINS else f"{k} {v:.1f}" for k, v in values.items()
+        )
         lines.append(f"Average over the {metric} datasets ({', '.join(names)}): {means}.")
     return lines
 
@@ -229,31 +248,34 @@ def spread_lines(summary: dict) -> list[str]:
 def tuning_lines(summary: dict) -> list[str]:
     """The choices each arm made on the tune split, and the flags on them."""
     lines = [
-        "### Tuning (chosen on the tune split)",
+        "### Tuning (chosen on the tune split of the first seed; the same grid for every arm)",
         "",
-        "| dataset | arm | lr (grid searched) | best epoch per run / max | flags |",
-        "|---|---|---|---|---|",
+        "| dataset | arm | lr (grid) | epochs (grid) | best epoch per seed | flags |",
+        "|---|---|---|---|---|---|",
     ]
     for name, d in summary["datasets"].items():
-        for arm, t in d.get("tuning", {}).items():
-            lr = "–" if t["lr"] is None else f"{t['lr']:g}"
-            grid = f" ({', '.join(f'{x:g}' for x in t['lr_grid'])})" if t["lr_grid"] else ""
-            best = ", ".join("–" if b is None else str(b) for b in t["best_epochs"])
-            top = t["max_epochs"] or "–"
+        for arm, t in d["tuning"].items():
+            lrs = ", ".join(f"{x:g}" for x in t["grid"]["lrs"])
+            epochs = ", ".join(str(e) for e in t["grid"]["epochs"])
+            best = ", ".join(str(b) for b in t["best_epochs"])
             flags = "; ".join(t["flags"]) or "–"
-            lines.append(f"| {name} | {arm} | {lr}{grid} | {best} / {top} | {flags} |")
+            lines.append(
+                f"| {name} | {arm} | {t['lr']:g} ({lrs}) | {t['epochs']} ({epochs}) | {best} "
+                f"| {flags} |"
+            )
     return lines
 
 
-def tuning_note(params: Params) -> str:
-    parts = []
-    for arm, cfg in params.study.arms.items():
-        lr = f"lr searched over {cfg.lrs}" if cfg.lrs else "the finetune section's lr"
-        parts.append(f"{arm}: {lr}")
+def protocol_note(params: Params, splits: str) -> str:
+    s = params.study
     return (
-        "; ".join(parts)
-        + f"; every arm keeps its best epoch on a tune split ({params.study.tune_fraction:.0%} "
-        "of train, fixed seed); dev is never used to choose."
+        f"Protocol (genpt/arms.py): scored once, after every run trained, on rows of train "
+        f"held out before anything else (seed {s.report_seed}; {splits}); dev is not read. "
+        f"Each seed draws its own label budget from the rest of train and carves "
+        f"{s.tune_fraction:.0%} of it as its tune split. Every arm searches the same grid, "
+        f"lr {s.lrs} x epochs {s.epochs}, on the first seed's tune split, keeping each run's "
+        "best epoch there. Intervals: 95%, a paired bootstrap over the held-out rows plus "
+        "the seeds' variance (Welch); a 1-seed arm gets none."
     )
 
 
@@ -270,7 +292,7 @@ def bar_chart(summary: dict, path: Path) -> None:
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
         means = [ds[n]["arms"][arm]["mean"] for n in ds] + [summary["average"]["arms"][arm]]
-        stds = [ds[n]["arms"][arm]["std"] for n in ds] + [0.0]
+        stds = [ds[n]["arms"][arm]["std"] or 0.0 for n in ds] + [0.0]
         xs = [j + (i - (len(arms) - 1) / 2) * width for j in range(len(names))]
         ax.bar(xs, means, width, yerr=stds, capsize=3, label=LABELS.get(arm, arm))
     base = [ds[n]["baseline"] for n in ds] + [summary["average"]["baseline"]]
@@ -278,7 +300,7 @@ def bar_chart(summary: dict, path: Path) -> None:
         range(len(names)), base, marker="_", s=600, c="k", zorder=3, label="trivial baseline"
     )
     ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("dev score (metric × 100)")
+    ax.set_ylabel("held-out score (metric × 100)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     fig.suptitle("Ablation: pre-training and the auxiliary LM objective")

@@ -134,20 +134,28 @@ ARMS = ("full", "no_aux", "scratch")  # the product, lambda = 0, no pre-training
 
 
 class ArmConfig(Strict):
-    """One arm of the ablation study, `study.arms.NAME` (a `study@DATASET-NAME` stage)."""
+    """One arm of the ablation study, `study.arms.NAME` (a `study@DATASET-NAME` stage). Every
+    arm searches the same grid (study.lrs x study.epochs): no arm is tuned more than another."""
 
     init: Literal["pretrained", "scratch"] = "pretrained"
     lm_coef: float | None = Field(None, ge=0)  # None: the dataset's finetune.lm_coef (lambda)
-    lrs: list[float] | None = None  # searched on the tune split with seeds[0]; None: finetune.lr
-    epochs: int | None = Field(None, gt=0)  # at most; the best on the tune split is kept
     seeds: list[int] | None = Field(None, min_length=1)  # None: study.seeds
 
 
 class StudyConfig(Strict):
     """`genpt study` / `genpt report`: GPT-1's Table 5 ablation over seeds."""
 
-    seeds: list[int] = Field([1, 2, 3], min_length=1)
-    tune_fraction: float = Field(0.2, gt=0, lt=1)  # of train, for lr search and early stopping
+    seeds: list[int] = Field([1, 2, 3], min_length=1)  # each: its own label sample and tune split
+    tune_fraction: float = Field(
+        0.2, gt=0, lt=1
+    )  # of the label budget: the grid and early stopping
+    # The grid every arm searches on the tune split (seeds[0]); epochs: at most, best kept.
+    lrs: list[float] = Field([5.0e-4, 2.0e-3], min_length=1)
+    epochs: list[int] = Field([4], min_length=1)
+    # The split the report scores: train rows outside every label budget, carved once
+    # with report_seed before anything else, read only after every run has trained.
+    report_rows: int = Field(500, gt=0)
+    report_seed: int = 0
     arms: dict[str, ArmConfig] = {
         "full": ArmConfig(),
         "no_aux": ArmConfig(lm_coef=0.0),

@@ -85,5 +85,5 @@ def gain(
     denom = sum(t**2 / d for t, d in zip(terms, dfs, strict=True))
     df = var**2 / denom if denom > 0 else float("inf")
     half = float(stats.t.ppf(0.5 + level / 2, df)) * var**0.5
-    out.update(lo=mean - half, hi=mean + half, df=float(df), sd_seeds=float(sum(terms)) ** 0.5)
+    out.update(lo=mean - half, hi=mean + half, df=float(df), var=var, sd_seeds=sum(terms) ** 0.5)
     return out

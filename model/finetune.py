@@ -114,7 +114,7 @@ def evaluate(
 def finetune(
     model: TaskModel,
     train: Sequence[Example],
-    dev: Sequence[Example],
+    dev: Sequence[Example] | None,
     cfg: FinetuneConfig,
     pad_id: int,
     seed: int,
@@ -122,11 +122,12 @@ def finetune(
     tune: Sequence[Example] | None = None,
     metric: str | None = None,
 ) -> dict:
-    """Train `model` in place for cfg.epochs; returns the final dev metrics.
+    """Train `model` in place for cfg.epochs; returns the final dev metrics (none when
+    `dev` is None: the study scores its held-out split itself, after every run).
 
     With a `tune` split (carved from train, never the reported one), the epoch whose
     tune `metric` is best is kept (early stopping): its weights are restored at the end,
-    and the result adds `tune/<metric>` and `best_epoch`.
+    and the result adds `tune/<metric>`, `best_epoch` and `tune_curve` (every epoch's).
     """
     device = resolve_device(cfg.device)
     model.to(device).train()
@@ -140,7 +141,7 @@ def finetune(
     )
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    step, dev_metrics, best = 0, {}, None
+    step, dev_metrics, best, curve = 0, {}, None, []
     bar = progress(total, "finetune")
     for epoch in range(cfg.epochs):
         model.train()
@@ -162,17 +163,19 @@ def finetune(
             bar.update(1)
         if tune is not None:
             score = evaluate(model, tune, pad_id, device)[metric]
+            curve.append(score)
             if best is None or score > best[0]:
                 best = (score, epoch + 1, copy.deepcopy(model.state_dict()))
             if log:
                 log({f"tune/{metric}": score}, step)
-        else:
+        elif dev is not None:
             dev_metrics = {f"dev/{k}": v for k, v in evaluate(model, dev, pad_id, device).items()}
             if log:
                 log(dev_metrics, step)
     bar.close()
     if best is not None:
         model.load_state_dict(best[2])
-        dev_metrics = {f"dev/{k}": v for k, v in evaluate(model, dev, pad_id, device).items()}
-        dev_metrics.update({f"tune/{metric}": best[0], "best_epoch": best[1]})
+        if dev is not None:
+            dev_metrics = {f"dev/{k}": v for k, v in evaluate(model, dev, pad_id, device).items()}
+        dev_metrics.update({f"tune/{metric}": best[0], "best_epoch": best[1], "tune_curve": curve})
     return dev_metrics

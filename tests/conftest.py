@@ -171,7 +171,9 @@ TINY = [
         for name in yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"]
     ),
     "study.seeds=[1]",
-    "study.arms.scratch.lrs=[1.0e-3]",
+    "study.lrs=[1.0e-3]",
+    "study.epochs=[1]",
+    "study.report_rows=100",
     "gate.min_over_baseline=-100",  # 30 pre-training steps show no gain: gate the plumbing
     "gate.min_pretraining_gain=-100",
     "gate.max_drop_vs_latest=100",

@@ -1,20 +1,22 @@
-"""The ablation report's arithmetic (model/ablation.py, tasks/report.py) against a hand
-computation on fixed study files."""
+"""The ablation report's arithmetic (model/ablation.py, genpt/ablation_report.py,
+tasks/report.py) against a hand computation on fixed study files."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
 
 from genpt import ablation_report
 from genpt.params import load_params
-from model.ablation import across_datasets, average_gain, gain, summarize
+from model import bootstrap
+from model.ablation import across_datasets, average, summarize
 from tasks import report
 from tests.conftest import ROOT
 
-# dataset -> arm -> dev metric per seed (0..1), as study/DATASET/ARM.json holds them
+# dataset -> arm -> held-out metric per seed (0..1), as study/DATASET/ARM.json holds them
 FIXED = {
     "authors": {
         "full": [0.60, 0.62, 0.64],
@@ -27,17 +29,45 @@ FIXED = {
         "scratch": [0.10, 0.14, 0.12],
     },
 }
-T975 = {2: 4.302652729911275, 4: 2.7764451051977987}  # Student t quantiles (tables)
+METRICS = {"authors": "accuracy", "stsb": "pearson"}
+N = 200  # held-out rows
+
+
+def gold_of(name: str) -> np.ndarray:
+    return np.arange(N) % 4 if name == "authors" else np.random.default_rng(0).normal(size=N)
+
+
+def predictions(name: str, x: float, seed: int) -> np.ndarray:
+    """Predictions scoring exactly x: accuracy x, or Pearson x."""
+    gold, rng = gold_of(name), np.random.default_rng(1000 + seed)  # not gold's seed
+    if METRICS[name] == "accuracy":
+        right = rng.permutation(N) < round(x * N)
+        return np.where(right, gold, (gold + 1) % 4)
+    z = (gold - gold.mean()) / gold.std()
+    e = rng.normal(size=N)
+    e -= e.mean() + (e @ z) / (z @ z) * z  # orthogonal to gold
+    return x * z + math.sqrt(1 - x * x) * e / e.std()
 
 
 def write_study(art, values=FIXED, baseline=0.25, zero_shot=None):
-    metrics = {"authors": "accuracy", "stsb": "pearson"}
     for name, arms in values.items():
-        for arm, xs in arms.items():
+        metric = METRICS[name]
+        for k, (arm, xs) in enumerate(arms.items()):
+            runs = [{"seed": i + 1, "report": {metric: x}, "best_epoch": 2,
+                     "pred": predictions(name, x, 10 * k + i).tolist()}
+                    for i, x in enumerate(xs)]  # fmt: skip
             s = {
-                "metric": metrics[name],
+                "metric": metric,
                 "baseline": baseline if name == "authors" else 0.0,
-                "runs": [{"seed": i, "dev": {metrics[name]: x}} for i, x in enumerate(xs)],
+                "gold": gold_of(name).tolist(),
+                "examples": {"report": N},
+                "lr": 5e-4,
+                "epochs": 3,
+                "grid": {"lrs": [5e-4, 2e-3], "epochs": [3]},
+                "search": [
+                    {"lr": lr, "epochs": 3, "tune_curve": [0.5, 0.6, 0.55]} for lr in (5e-4, 2e-3)
+                ],  # fmt: skip
+                "runs": runs,
             }
             if zero_shot is not None and arm == "full":
                 s["zero_shot"] = {"accuracy": zero_shot}
@@ -54,35 +84,28 @@ def params_for(art):
 def test_mean_std_by_hand():
     s = summarize([60, 62, 64])
     assert s["mean"] == 62 and s["std"] == pytest.approx(2.0) and s["n"] == 3
-    assert summarize([7.0])["std"] == 0.0
+    assert summarize([7.0])["std"] is None  # one run: no spread
 
 
-def test_welch_gain_interval_by_hand():
-    # full 60, 62, 64 (var 4); scratch 50, 51, 55 (mean 52, var 7): se^2 = 4/3 + 7/3 = 11/3
-    g = gain([60, 62, 64], [50, 51, 55])
-    df = (11 / 3) ** 2 / ((4 / 3) ** 2 / 2 + (7 / 3) ** 2 / 2)
-    assert g["mean"] == pytest.approx(10.0) and g["df"] == pytest.approx(df)
-    from scipy.stats import t
-
-    half = t.ppf(0.975, df) * math.sqrt(11 / 3)
-    assert (g["lo"], g["hi"]) == pytest.approx((10 - half, 10 + half))
-    # equal variances and n: df = 2(n-1) = 4, the textbook pooled case
-    g = gain([1, 2, 3], [0, 1, 2])
-    assert g["df"] == pytest.approx(4) and g["hi"] - 1 == pytest.approx(T975[4] * math.sqrt(2 / 3))
-    assert gain([1.0], [0.0])["lo"] is None  # one seed: no interval
+def test_predictions_score_what_the_fixture_says():
+    for name, arms in FIXED.items():
+        for x in arms["full"]:
+            assert bootstrap.score(METRICS[name], predictions(name, x, 1), gold_of(name)) == (
+                pytest.approx(x)
+            )
 
 
 def test_average_gain_over_datasets_by_hand():
-    a = ([60, 62, 64], [50, 51, 55])  # gain 10, se^2 11/3
-    b = ([30, 34, 32], [10, 14, 12])  # gain 20, se^2 4/3 + 4/3 = 8/3
-    g = average_gain([a, b])
-    var = (11 / 3 + 8 / 3) / 4
-    terms = [4 / 3, 7 / 3, 4 / 3, 4 / 3]
-    df = sum(terms) ** 2 / sum(x**2 / 2 for x in terms)
+    a = {"mean": 10.0, "lo": 0.0, "var": 11 / 3, "df": 3.5}
+    b = {"mean": 20.0, "lo": 0.0, "var": 8 / 3, "df": 4.0}
+    g = average([a, b])
+    terms = [11 / 12, 8 / 12]  # var / D^2
+    df = sum(terms) ** 2 / (terms[0] ** 2 / 3.5 + terms[1] ** 2 / 4.0)
     from scipy.stats import t
 
     assert g["mean"] == pytest.approx(15.0) and g["df"] == pytest.approx(df)
-    assert g["hi"] - 15 == pytest.approx(t.ppf(0.975, df) * math.sqrt(var))
+    assert g["hi"] - 15 == pytest.approx(t.ppf(0.975, df) * math.sqrt(sum(terms)))
+    assert average([a, {**b, "lo": None}])["lo"] is None  # a dataset without an interval
 
 
 def test_report_from_fixed_study_files(tmp_path):
@@ -95,11 +118,18 @@ def test_report_from_fixed_study_files(tmp_path):
     assert d["authors"]["baseline"] == pytest.approx(25.0) and d["stsb"]["baseline"] == 0
     assert d["authors"]["gain_pretraining"]["mean"] == pytest.approx(10.0)
     assert d["authors"]["gain_aux_lm"]["mean"] == pytest.approx(62 - 59)
+    assert d["authors"]["split"] == f"held out: {N} train rows"
+    g = d["stsb"]["gain_pretraining"]  # the report's interval is model/bootstrap.py's
+    study = {a: json.loads((art / f"study/stsb/{a}.json").read_text()) for a in FIXED["stsb"]}
+    preds = [[np.asarray(r["pred"]) for r in study[a]["runs"]] for a in ("full", "scratch")]
+    want = bootstrap.gain("pearson", np.asarray(study["full"]["gold"]), *preds)
+    assert (g["mean"], g["lo"], g["hi"]) == pytest.approx((20.0, want["lo"], want["hi"]))
     assert d["stsb"]["paper"] == {"full": 82.0, "scratch": 30.9, "no_aux": 83.2}
     avg = out["average"]
     assert avg["arms"]["full"] == pytest.approx((62 + 32) / 2)
     assert avg["arms"]["scratch"] == pytest.approx((52 + 12) / 2)
     assert avg["gain_pretraining"]["mean"] == pytest.approx(15.0)
+    assert avg["gain_pretraining"]["lo"] < 15.0 < avg["gain_pretraining"]["hi"]
     assert avg["paper"]["full"] == 74.7
 
     files = {p.name for p in (art / "report").iterdir()}
@@ -139,28 +169,30 @@ def test_a_one_seed_arm_shows_no_spread(tmp_path):
     md = (art / "report/report.md").read_text()
     assert "| Transformer w/o aux LM | 44.5 | 58.0 | 31.0 |" in md  # no "± 0.0"
     assert "| Transformer w/ aux LM (full) | 47.0 | 62.0 ± 2.0 | 32.0 ± 2.0 |" in md
+    assert "| gain of aux LM (full − no_aux), 95% CI | +2.5 | +4.0 | +1.0 |" in md  # no interval
 
 
 def test_tuning_choices_are_reported_and_edges_flagged():
-    scratch = {
-        "lr": 2.5e-4,
-        "max_epochs": 3,
-        "search": [{"lr": x} for x in (2.5e-4, 1e-3, 4e-3)],
-        "runs": [{"best_epoch": 3}, {"best_epoch": 2}],
-    }
-    full = {"lr": 5e-4, "max_epochs": 3, "search": None, "runs": [{"best_epoch": 1}]}
+    grid = {"lrs": [2.5e-4, 1e-3, 4e-3], "epochs": [3, 6]}
+    search = [{"lr": lr, "epochs": e, "tune_curve": [0.5] * e} for lr in grid["lrs"]
+              for e in grid["epochs"]]  # fmt: skip
+    scratch = {"lr": 2.5e-4, "epochs": 6, "grid": grid, "search": search,
+               "runs": [{"best_epoch": 6}, {"best_epoch": 4}]}  # fmt: skip
+    full = {"lr": 1e-3, "epochs": 3, "grid": grid, "search": search, "runs": [{"best_epoch": 3}]}
     t = ablation_report.tuning({"full": full, "scratch": scratch})
-    assert t["full"] == {"lr": 5e-4, "lr_grid": None, "max_epochs": 3, "best_epochs": [1],
-                         "flags": []}  # fmt: skip
+    assert t["full"]["flags"] == []  # 3 epochs is not the grid's most
+    assert t["full"]["tune_curves"]["lr 0.004, 6 epochs"] == [0.5] * 6
     assert t["scratch"]["flags"] == [
         "lr 0.00025 on the low edge of [0.00025, 0.001, 0.004]",
-        "best epoch = max epochs (3) in 1 of 2 runs",
+        "best epoch = the grid's most epochs (6) in 1 of 2",
     ]
-    scratch["lr"] = 1e-3
-    scratch["runs"] = [{"best_epoch": 2}]
+    scratch.update(lr=1e-3, runs=[{"best_epoch": 5}])
     assert ablation_report.tuning({"scratch": scratch})["scratch"]["flags"] == []
+    scratch.update(lr=2.5e-4, runs=[{"best_epoch": 6}, {"best_epoch": 4}])
     md = "\n".join(ablation_report.tuning_lines({"datasets": {"sst2": {"tuning": t}}}))
-    assert "| sst2 | scratch | 0.00025 (0.00025, 0.001, 0.004) | 3, 2 / 3 | lr 0.00025 on" in md
+    assert (
+        "| sst2 | scratch | 0.00025 (0.00025, 0.001, 0.004) | 6 (3, 6) | 6, 4 | lr 0.00025 on" in md
+    )
 
 
 def test_gain_across_datasets_by_hand():
@@ -182,4 +214,8 @@ def test_report_spread_and_averages_per_metric(tmp_path):
     assert out["average"]["by_metric"]["pearson"]["scratch"] == pytest.approx(12.0)
     md = (art / "report/report.md").read_text()
     assert "leaving one dataset out: +10.0 (without stsb) to +20.0 (without authors)" in md
-    assert "Average over the pearson datasets (stsb): full 32.0, no_aux 30.0, scratch 12.0." in md
+    assert (
+        "Average over the pearson datasets (stsb): full 32.0, no_aux 30.0, scratch 12.0, "
+        "gain_pretraining +20.0, gain_aux_lm +2.0." in md
+    )
+    assert "Protocol (genpt/arms.py): scored once" in md and "authors 200 train rows" in md

@@ -1,5 +1,6 @@
-"""The ablation study stage (tasks/study.py): a tiny end-to-end study and report, the tune
-split, the lr search, zero-shot multiple choice; and the dvc.yaml matrix's incrementality."""
+"""The ablation study stage (tasks/study.py, genpt/arms.py): a tiny end-to-end study and
+report, the protocol (held-out rows read once, at the end; dev never), the same grid for
+every arm, zero-shot multiple choice; and the dvc.yaml matrix's incrementality."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from genpt import arms
 from genpt.params import load_params
 from tasks import pretrain, report, study
 from tests.conftest import ROOT, copy_tokens
@@ -32,22 +34,22 @@ def tiny_study(tokens, tmp_path_factory):
         "pretrain.eval_every=30",
         "pretrain.eval_batches=2",
         "pretrain.warmup_steps=5",
-        "finetune.epochs=2",
         "finetune.max_train_examples=40",
         "study.seeds=[1, 2]",
-        "study.arms.scratch.lrs=[1.0e-3, 3.0e-3]",
+        "study.lrs=[1.0e-3, 3.0e-3]",
+        "study.epochs=[1, 2]",
+        "study.report_rows=60",
         "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
         "dev: data/finetune/arc/dev.jsonl}",  # in data/, not a default: 3 to 5 choices
     ]
     p = load_params(ROOT / "params.yaml", sets)
-    datasets = {}
-    for name in ("authors", "arc"):  # the first 60 dev rows keep evaluation quick
-        dev = art.parent / f"{name}-dev.jsonl"
-        lines = (ROOT / p.datasets[name].dev).read_text().splitlines(keepends=True)
-        dev.write_text("".join(lines[:60]))
-        datasets[name] = p.datasets[name].model_copy(
-            update={"dev": str(dev), "finetune": {"max_train_examples": 40}}
+    datasets = {  # dev is never read: a missing file shows it
+        name: p.datasets[name].model_copy(
+            update={"dev": str(art.parent / "no-such-dev.jsonl"),
+                    "finetune": {"max_train_examples": 40}}
         )
+        for name in ("authors", "arc")
+    }  # fmt: skip
     p = p.model_copy(update={"datasets": datasets})
     pretrain.run(p)
     out = {(n, a): study.run(p, n, a) for n in p.datasets for a in p.study.arms}
@@ -58,22 +60,86 @@ def test_every_arm_runs_every_seed_on_the_same_splits(tiny_study):
     p, out, _ = tiny_study
     full, scratch = out["authors", "full"], out["authors", "scratch"]
     assert [r["seed"] for r in full["runs"]] == [1, 2]
-    assert full["examples"] == scratch["examples"] == {"fit": 32, "tune": 8, "dev": 60}
+    assert full["examples"] == scratch["examples"] == {
+        "fit": 32, "tune": 8, "report": 60, "pool": 1272 - 60
+    }  # fmt: skip
+    assert full["gold"] == scratch["gold"] and len(full["gold"]) == 60
     assert full["init"] == "pretrained" and full["lm_coef"] == 0.5
     assert out["authors", "no_aux"]["lm_coef"] == 0.0 and scratch["init"] == "scratch"
     for r in full["runs"]:
-        assert 1 <= r["best_epoch"] <= 2 and 0 <= r["dev"]["accuracy"] <= 1
+        assert 1 <= r["best_epoch"] <= r["epochs"] and 0 <= r["report"]["accuracy"] <= 1
+        assert len(r["pred"]) == 60 and len(r["tune_curve"]) == r["epochs"]
 
 
-def test_scratch_searches_lr_on_the_tune_split_and_records_it(tiny_study):
-    _, out, _ = tiny_study
-    s = out["authors", "scratch"]
-    assert [x["lr"] for x in s["search"]] == [1e-3, 3e-3]
-    best = max(s["search"], key=lambda x: x["tune"])
-    assert s["lr"] == best["lr"] and all(r["lr"] == best["lr"] for r in s["runs"])
-    assert s["runs"][0]["tune"] == best["tune"]  # the search's run for seeds[0] is reused
-    assert "searched on the tune split" in s["tuning"] and "dev never used" in s["tuning"]
-    assert out["authors", "full"]["search"] is None
+def test_every_arm_searches_the_same_grid_on_the_tune_split(tiny_study):
+    _, out, rep = tiny_study
+    for arm in ("full", "no_aux", "scratch"):
+        s = out["authors", arm]
+        assert [(x["lr"], x["epochs"]) for x in s["search"]] == [
+            (1e-3, 1), (1e-3, 2), (3e-3, 1), (3e-3, 2)
+        ]  # fmt: skip
+        best = max(s["search"], key=lambda x: x["tune"])  # the first best on ties
+        assert (s["lr"], s["epochs"]) == (best["lr"], best["epochs"])
+        assert all((r["lr"], r["epochs"]) == (s["lr"], s["epochs"]) for r in s["runs"])
+        assert s["runs"][0]["tune_curve"] == best["tune_curve"]  # seeds[0]: the search's run
+        t = rep["datasets"]["authors"]["tuning"][arm]
+        assert t["lr"] == s["lr"] and len(t["tune_curves"]) == 4
+
+
+def test_label_samples_vary_with_the_seed_and_never_touch_the_held_out_rows(tiny_study):
+    p = tiny_study[0]
+    pool, held = arms.held_out(p, "authors")
+    assert len(held) == 60 and len(pool) == 1272 - 60
+    held_ids = {id(r) for r in held}
+    budgets = []
+    for seed in (1, 2, 3):
+        fit, tune, rest = arms.budget_split(pool, 40, 0.2, seed)
+        assert (len(fit), len(tune), len(rest)) == (32, 8, 1212 - 40)
+        assert not held_ids & {id(r) for r in fit + tune + rest}
+        budgets.append({r["text"] for r in fit + tune})
+    assert budgets[0] != budgets[1] != budgets[2]
+    with pytest.raises(ValueError, match="train has 1272 rows; study.report_rows=1270 leaves 2"):
+        arms.held_out(p.model_copy(update={"study": p.study.model_copy(
+            update={"report_rows": 1270})}), "authors")  # fmt: skip
+
+
+def test_protocol_no_split_but_train_is_read_and_held_out_rows_only_at_the_end(
+    tiny_study, monkeypatch
+):
+    """The loader and the model calls record what was read and in which order: the study
+    reads train alone, trains every run, and only then predicts on the held-out rows."""
+    p, out, _ = tiny_study
+    events = []
+    load, train, predict = arms.load_split, arms.finetune, arms.predict
+
+    def loaded(cfg, split):
+        events.append(("read", split))
+        return load(cfg, split)
+
+    def trained(model, fit, dev, *a, **k):
+        events.append(("train", dev))
+        return train(model, fit, dev, *a, **k)
+
+    def predicted(model, examples, *a, **k):
+        events.append(("predict", len(examples)))
+        return predict(model, examples, *a, **k)
+
+    monkeypatch.setattr(arms, "load_split", loaded)
+    monkeypatch.setattr(arms, "finetune", trained)
+    monkeypatch.setattr(arms, "predict", predicted)
+    again = study.run(p, "authors", "scratch")
+    assert {e for e in events if e[0] == "read"} == {("read", "train")}
+    kinds = [e[0] for e in events if e[0] != "read"]
+    assert kinds == ["train"] * 5 + ["predict"] * 2  # 4 grid points + 1 seed, then 2 models
+    assert all(e[1] is None for e in events if e[0] == "train")  # no dev to finetune()
+    assert [e[1] for e in events if e[0] == "predict"] == [60, 60]
+    assert again["protocol"][0].startswith("held out: 60 train rows (seed 0)")
+    assert again["protocol"][-1] == "final: 2 models scored the 60 held-out rows once"
+
+    def numbers(runs):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
+
+    assert numbers(again["runs"]) == numbers(out["authors", "scratch"]["runs"])  # same numbers
 
 
 def test_zero_shot_multiple_choice_from_the_pretrained_lm(tiny_study):
@@ -93,7 +159,7 @@ def test_report_files_and_table(tiny_study):
         "report.md",
         "table.json",
     ]
-    full = [100 * r["dev"]["accuracy"] for r in out["authors", "full"]["runs"]]
+    full = [100 * r["report"]["accuracy"] for r in out["authors", "full"]["runs"]]
     assert rep["datasets"]["authors"]["arms"]["full"]["mean"] == pytest.approx(sum(full) / 2)
     md = (d / "report.md").read_text()
     assert "| Transformer w/o pre-training |" in md and "zero-shot pre-trained LM" in md
@@ -103,7 +169,8 @@ def test_report_files_and_table(tiny_study):
 def test_same_seed_same_numbers(tiny_study):
     p, out, _ = tiny_study
     again = study.run(p, "authors", "full")
-    assert [r["dev"] for r in again["runs"]] == [r["dev"] for r in out["authors", "full"]["runs"]]
+    assert [r["pred"] for r in again["runs"]] == [r["pred"] for r in out["authors", "full"]["runs"]]
+    assert again["search"] == out["authors", "full"]["search"]
 
 
 def test_unknown_arm_is_refused(tiny_study):
@@ -140,7 +207,9 @@ def test_changing_one_arm_reruns_only_its_stages_and_the_report(tmp_path):
     _dvc(ws, "commit", "--force")
     assert json.loads(_dvc(ws, "status", "--json")) == {}
 
-    text = (ws / "params.yaml").read_text().replace("lrs: [2.5e-4,", "lrs: [1.0e-4,")
+    text = (ws / "params.yaml").read_text().replace("scratch: {init: scratch}", "scratch: "
+                                                   "{init: scratch, seeds: [1, 2]}")  # fmt: skip
+    assert text != (ws / "params.yaml").read_text()
     (ws / "params.yaml").write_text(text)
     changed = set(json.loads(_dvc(ws, "status", "--json")))
     arms = {f"study@{d}-scratch" for d in load_params(ROOT / "params.yaml").datasets}
