@@ -61,7 +61,7 @@ def _coverage(draws: int, seeds: int, rng) -> float:
     for k in range(draws):
         gold = rng.integers(0, 2, 250)
 
-        def model(p):
+        def model(p, gold=gold):
             q = p if seeds == 1 else p + rng.normal(0, 0.03)
             return np.where(rng.random(250) < q, gold, 1 - gold)
 
