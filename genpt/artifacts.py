@@ -47,6 +47,7 @@ finetune_task = At("finetune/{name}/task.json")
 finetune_metrics = At("finetune/{name}/metrics.json")
 evals = At("eval")
 eval_metrics = At("eval/{name}/metrics.json")
+eval_predictions = At("eval/{name}/predictions.json")  # per dev row: gold, model, baseline
 live = At("live")  # dvclive's logs and plots
 live_pretrain = At("live/pretrain")
 live_pretrain_plots = At("live/pretrain/plots/metrics")

@@ -95,7 +95,8 @@ def gate_section(gate: dict) -> str:
         return "Quality gate: disabled (`gate.enabled: false`)."
     verdict = "passed" if gate["passed"] else "FAILED, published with --force"
     rows = [
-        f"| {c['check']} | {c['dataset'] or 'all'} | {c['what']} | {c['value']:.2f} "
+        f"| {c['check']} | {c['dataset'] or 'all'} | {c['what']} "
+        f"| {'–' if c['value'] is None else format(c['value'], '.2f')} "
         f"| {c['rule']} {c['threshold']} | {'yes' if c['passed'] else 'no'} |"
         for c in gate["checks"]
     ]

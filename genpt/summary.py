@@ -78,7 +78,10 @@ def pretrain_line(params: Params) -> str | None:
 
 
 def _pm(arm: dict | None) -> str:
-    return f"{arm['mean']:.1f} ± {arm['std']:.1f}" if arm else "–"
+    """'67.4 ± 3.9' (mean ± std over seeds); the mean alone for 1 seed, which has no spread."""
+    if not arm:
+        return "–"
+    return f"{arm['mean']:.1f}" if arm.get("n") == 1 else f"{arm['mean']:.1f} ± {arm['std']:.1f}"
 
 
 def dataset_lines(params: Params) -> list[str]:

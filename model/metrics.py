@@ -33,10 +33,18 @@ def confusion(logits: np.ndarray, gold: np.ndarray, n: int) -> np.ndarray:
     return confusion_matrix(gold, logits.argmax(-1), labels=list(range(n)))
 
 
+def constant_prediction(train_gold: np.ndarray, regression: bool) -> int | float:
+    """The trivial baseline's one prediction: the most common training label (or choice
+    index); for regression the mean training score (any constant correlates 0)."""
+    if regression:
+        return float(np.mean(train_gold))
+    values, counts = np.unique(train_gold, return_counts=True)
+    return int(values[counts.argmax()])
+
+
 def majority_baseline(train_gold: np.ndarray, dev_gold: np.ndarray) -> float:
     """Accuracy on dev of always predicting the most common training label."""
-    values, counts = np.unique(train_gold, return_counts=True)
-    return float(np.mean(dev_gold == values[counts.argmax()]))
+    return float(np.mean(dev_gold == constant_prediction(train_gold, False)))
 
 
 def trivial_baseline(train_gold: np.ndarray, dev_gold: np.ndarray, regression: bool) -> dict:
@@ -44,5 +52,6 @@ def trivial_baseline(train_gold: np.ndarray, dev_gold: np.ndarray, regression: b
     index); for regression, any constant score (correlations 0)."""
     if regression:  # a constant has no correlation with anything
         return {"pearson": 0.0, "spearman": 0.0}
-    values, counts = np.unique(train_gold, return_counts=True)
-    return classification_metrics(np.full(len(dev_gold), values[counts.argmax()]), dev_gold)
+    return classification_metrics(
+        np.full(len(dev_gold), constant_prediction(train_gold, False)), dev_gold
+    )

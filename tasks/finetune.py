@@ -11,7 +11,7 @@ from genpt.ingest.loaders import load_split, subsample
 from genpt.io import atomic_dir, live, log_to, write_json
 from genpt.params import Params
 from model.finetune import encode, finetune, init_lm
-from model.metrics import majority_baseline
+from model.metrics import constant_prediction, majority_baseline
 from model.schema import num_labels
 from model.task_model import TaskModel
 from model.tokenizer import special_ids
@@ -33,9 +33,10 @@ def run(params: Params, name: str) -> dict:
     lv = live(artifacts.live_finetune(params, name))
     metrics = finetune(model, train, dev, cfg, pad, params.seed, log=log_to(lv))
     lv.end()
+    train_gold = np.array([e.label for e in train])
     if not model.regression:
         metrics["dev/majority_baseline"] = majority_baseline(
-            np.array([e.label for e in train]), np.array([e.label for e in dev])
+            train_gold, np.array([e.label for e in dev])
         )
     with atomic_dir(artifacts.finetune(params, name)) as d:
         model.cpu().save(
@@ -46,6 +47,8 @@ def run(params: Params, name: str) -> dict:
                 "max_len": max_len,
                 "lm_coef": cfg.lm_coef,
                 "init": cfg.init,
+                # the trivial baseline of the gate (tasks/evaluate.py writes it per dev row)
+                "baseline": constant_prediction(train_gold, model.regression),
             },
         )
         tok.save_pretrained(str(d))

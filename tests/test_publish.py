@@ -36,12 +36,16 @@ def artifacts(tmp_path) -> Path:
         "pretrain/metrics.json": '{"step": 20, "val/loss": 6.4, "val/perplexity": 600.0}',
         "finetune/authors/task.json": '{"task_type": "classification"}',
         "finetune/authors/metrics.json": '{"dev/accuracy": 0.3, "dev/majority_baseline": 0.27}',
-        "eval/authors/metrics.json": '{"accuracy": 0.3, "examples": 4}',
-        # the ablation report, above the quality gate's default thresholds (test_gate.py)
+        "eval/authors/metrics.json": '{"accuracy": 0.3, "examples": 1000}',
+        # above the quality gate's default thresholds (test_gate.py): 30% of 1,000 dev rows
+        # right against the trivial baseline's 27%, and the ablation report's average gain
+        "eval/authors/predictions.json": json.dumps(
+            {"gold": [0] * 270 + [1] * 730, "pred": [0] * 270 + [1] * 30 + [2] * 700, "baseline": 0}
+        ),
         "report/metrics.json": json.dumps(
             {
                 "datasets": {"authors": {"baseline": 27.0}},
-                "average": {"gain_pretraining": {"mean": 4.0, "lo": 1.0, "hi": 7.0}},
+                "average": {"gain_pretraining": {"mean": 4.0, "lo": 2.0, "hi": 6.0}},
             }
         ),
         "live/pretrain/plots/metrics/train/loss.tsv": "step\tloss\n1\t7.0\n2\t6.5\n",

@@ -67,3 +67,18 @@ def test_render_reads_every_stage_output(tmp_path):
         "published: s3://genpt-models/models/genpt/v1/ (s3: an S3 endpoint is configured (env))"
         " (gate overridden with --force)"
     )
+
+
+def test_a_one_seed_arm_shows_no_spread(tmp_path):
+    """1 seed has no std: the mean alone, not '± 0.0'; 2+ seeds keep their ±."""
+    p = load_params(ROOT / "params.yaml", [f"paths.artifacts={tmp_path}"])
+    first = next(iter(p.datasets))
+    arms = {"full": {"mean": 61.0, "std": 0.0, "n": 1}, "scratch": {"mean": 40.0, "std": 2.5,
+            "n": 3}}  # fmt: skip
+    _write(p.artifacts("report", "metrics.json"), {
+        "datasets": {first: {"baseline": 24.0, "arms": arms,
+                             "gain_pretraining": {"mean": 21.0, "lo": None, "hi": None}}},
+        "average": {}})  # fmt: skip
+    row = next(ln for ln in summary.dataset_lines(p) if ln.strip().startswith(first))
+    assert row.split()[3:] == ["24.0", "40.0", "±", "2.5", "61.0", "+21.0"]
+    assert "± 0.0" not in "\n".join(summary.dataset_lines(p))
