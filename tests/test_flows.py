@@ -375,7 +375,7 @@ def test_deployment_on_a_real_server(pipeline_run, tmp_path):
     )
     env.pop("PREFECT_PROFILE", None)
     # one dataset's budget changed: its stages (and those below them) run, the rest are skipped
-    tiny = [*TINY, "datasets.authors.finetune.max_train_examples=16"]
+    tiny = [*TINY, "finetune_by_dataset.authors.max_train_examples=16"]
     tiny += ["export.int8=false", "export.fp16=false"]  # a shorter export
 
     def prefect(*args):

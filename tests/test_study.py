@@ -38,6 +38,8 @@ def tiny_study(tokens, tmp_path_factory):
         "study.arms.scratch.lrs=[1.0e-3, 3.0e-3]",
         "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
         "dev: data/finetune/arc/dev.jsonl}",  # in data/, not a default: 3 to 5 choices
+        "finetune_by_dataset.arc={}",  # both: the finetune section's 40 rows
+        "finetune_by_dataset.authors={}",
     ]
     p = load_params(ROOT / "params.yaml", sets)
     datasets = {}
@@ -45,9 +47,7 @@ def tiny_study(tokens, tmp_path_factory):
         dev = art.parent / f"{name}-dev.jsonl"
         lines = (ROOT / p.datasets[name].dev).read_text().splitlines(keepends=True)
         dev.write_text("".join(lines[:60]))
-        datasets[name] = p.datasets[name].model_copy(
-            update={"dev": str(dev), "finetune": {"max_train_examples": 40}}
-        )
+        datasets[name] = p.datasets[name].model_copy(update={"dev": str(dev)})
     p = p.model_copy(update={"datasets": datasets})
     pretrain.run(p)
     out = {(n, a): study.run(p, n, a) for n in p.datasets for a in p.study.arms}
