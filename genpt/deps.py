@@ -80,7 +80,7 @@ def code_deps(name: str) -> list[str]:
 # --- params -----------------------------------------------------------------------------
 
 # Params methods and the sections they read
-METHODS = {"dataset": {"datasets"}, "finetune_for": {"finetune", "datasets"}}
+METHODS = {"dataset": {"datasets"}, "finetune_for": {"finetune", "finetune_by_dataset", "datasets"}}
 NOT_PARAMS = {"artifacts", "model_dump", "model_copy"}  # paths.artifacts: the outs' paths
 
 

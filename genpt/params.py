@@ -70,7 +70,13 @@ class DatasetConfig(Strict):
     test: str | None = None  # optional labelled held-out split: validated and leak-checked
     labels: list[str] | None = None  # class names in order; None: regression or choices
     metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] = "accuracy"
-    finetune: dict = {}  # per-dataset overrides of the `finetune` section
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        if isinstance(data, dict) and "finetune" in data:
+            raise ValueError("`finetune` moved to the section finetune_by_dataset.NAME")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
@@ -197,6 +203,9 @@ class Params(Strict):
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    # dataset name -> the `finetune` keys it overrides; one entry per dataset ({}: none), as
+    # dvc.yaml's finetune and study stages list `finetune_by_dataset.NAME` (a key DVC needs)
+    finetune_by_dataset: dict[str, dict] = {}
     # `validate:` in params.yaml (the attribute name would shadow BaseModel.validate)
     validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
     datasets: dict[str, DatasetConfig] = {}
@@ -207,11 +216,14 @@ class Params(Strict):
 
     def finetune_for(self, name: str) -> FinetuneConfig:
         """The finetune section with dataset `name`'s overrides applied."""
-        over = self.dataset(name).finetune
+        self.dataset(name)
+        key, over = f"finetune_by_dataset.{name}", self.finetune_by_dataset.get(name)
+        if over is None:
+            raise ParamsError(f"{key}: missing; every dataset needs an entry ({{}}: no overrides)")
         try:
             return FinetuneConfig(**{**self.finetune.model_dump(), **over})
         except ValidationError as e:
-            raise ParamsError(_describe(e, f"datasets.{name}.finetune")) from None
+            raise ParamsError(_describe(e, key)) from None
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:

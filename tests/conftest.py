@@ -167,7 +167,7 @@ TINY = [
     "finetune.epochs=1",
     "finetune.max_train_examples=64",
     *(  # the datasets' own budgets (300 rows) would win over the section's
-        f"datasets.{name}.finetune.max_train_examples=64"
+        f"finetune_by_dataset.{name}.max_train_examples=64"
         for name in yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"]
     ),
     "study.seeds=[1]",
@@ -276,6 +276,7 @@ def tiny_export_params(root: Path):
         # ARC (in data/, not a default dataset): multiple choice with 3 to 5 choices
         "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
         "dev: data/finetune/arc/dev.jsonl}",
+        "finetune_by_dataset.arc={}",
     ]
     return load_params(ROOT / "params.yaml", overrides)
 

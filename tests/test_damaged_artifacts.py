@@ -37,7 +37,7 @@ def genpt(art: Path, *args: str) -> subprocess.CompletedProcess:
         "pretrain.warmup_steps=2",
         "pretrain.eval_batches=1",
         "finetune.epochs=1",
-        "datasets.authors.finetune.max_train_examples=16",
+        "finetune_by_dataset.authors.max_train_examples=16",
     ]
     flags, cmd = [a for a in args if a == "-v"], [a for a in args if a != "-v"]
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}

@@ -23,7 +23,7 @@ def test_tiny_finetune_beats_majority_and_reloads_identically(tokens, tmp_path):
             "finetune.lr=1e-3",
             "finetune.epochs=3",
             "finetune.max_len=96",
-            "datasets.authors.finetune={}",  # all 1,272 rows, not the default 300-label budget
+            "finetune_by_dataset.authors={}",  # all 1,272 rows, not the default 300-label budget
         ),
     )
     m = finetune.run(p, "authors")

@@ -20,7 +20,13 @@ def test_repo_params_load():
         ("pretrain.steps=1.5", "pretrain.steps: Input should be a valid integer"),
         ("model.preset=huge", "model.preset: Input should be 'tiny', 'small' or 'gpt1'"),
         ("finetune.lm_coef=-1", "finetune.lm_coef: Input should be greater than or equal to 0"),
-        ("datasets.authors.finetune.lr=x", "datasets.authors.finetune.lr"),
+        ("finetune_by_dataset.authors.lr=x", "finetune_by_dataset.authors.lr"),
+        ("finetune_by_dataset.authors.lrr=1", "finetune_by_dataset.authors.lrr: unknown key"),
+        (  # DVC's finetune and study stages list finetune_by_dataset.NAME for every dataset
+            "datasets.new={task_type: similarity, train: t.jsonl, dev: d.jsonl}",
+            "params.yaml: finetune_by_dataset.new: missing",
+        ),
+        ("datasets.authors.finetune={lr: 1}", "moved to the section finetune_by_dataset.NAME"),
         ("datasets.authors.labels=null", "needs `labels`"),
         ("nonsense", "expected key.path=value"),
         ("pretrain.nproc_per_node=0", "pretrain.nproc_per_node"),
@@ -40,7 +46,7 @@ def test_bad_params_name_the_key(override, message):
 
 def test_overrides_and_yaml_floats(tmp_path):
     p = load_params(
-        P, ["pretrain.lr=3e-4", "model.preset=tiny", "datasets.authors.finetune.lr=1e-3"]
+        P, ["pretrain.lr=3e-4", "model.preset=tiny", "finetune_by_dataset.authors.lr=1e-3"]
     )
     assert p.pretrain.lr == 3e-4 and p.model.preset == "tiny"
     assert p.finetune_for("authors").lr == 1e-3 and p.finetune.lr != 1e-3

@@ -41,15 +41,14 @@ def tiny_study(tokens, tmp_path_factory):
         "study.report_rows=60",
         "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
         "dev: data/finetune/arc/dev.jsonl}",  # in data/, not a default: 3 to 5 choices
+        "finetune_by_dataset.arc={}",  # both: the finetune section's 40 rows
+        "finetune_by_dataset.authors={}",
     ]
     p = load_params(ROOT / "params.yaml", sets)
     datasets = {  # dev is never read: a missing file shows it
-        name: p.datasets[name].model_copy(
-            update={"dev": str(art.parent / "no-such-dev.jsonl"),
-                    "finetune": {"max_train_examples": 40}}
-        )
+        name: p.datasets[name].model_copy(update={"dev": str(art.parent / "no-such-dev.jsonl")})
         for name in ("authors", "arc")
-    }  # fmt: skip
+    }
     p = p.model_copy(update={"datasets": datasets})
     pretrain.run(p)
     out = {(n, a): study.run(p, n, a) for n in p.datasets for a in p.study.arms}

@@ -46,7 +46,10 @@ def test_default_data_passes(tmp_path):
     arc = "data/finetune/arc"  # in data/, not in the default datasets: validated here
     arc = f"{{task_type: multiple_choice, train: {arc}/train.jsonl, dev: {arc}/dev.jsonl}}"
     s = validate.run(
-        load_params("params.yaml", [f"paths.artifacts={tmp_path}", f"datasets.arc={arc}"])
+        load_params(
+            "params.yaml",
+            [f"paths.artifacts={tmp_path}", f"datasets.arc={arc}", "finetune_by_dataset.arc={}"],
+        )
     )
     assert s["success"] and s["failures"] == []
     assert s["corpus"]["files"] == 5 and s["corpus"]["duplicate_docs"] == 0
