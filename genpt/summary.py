@@ -85,7 +85,7 @@ def _pm(arm: dict | None) -> str:
 
 
 def dataset_lines(params: Params) -> list[str]:
-    """Each dataset: the product model's dev metric beside the baseline and the ablation."""
+    """Each dataset: the product model's dev metric beside the study's held-out figures."""
     report = read_json(artifacts.report_metrics(params)) or {"datasets": {}}
     rows = []
     for name, ds in params.datasets.items():
@@ -112,7 +112,8 @@ def dataset_lines(params: Params) -> list[str]:
                      f"{a['full']:.1f}", format_gain(avg["gain_pretraining"])])  # fmt: skip
     head = ["dataset", "metric", "model", "baseline", "scratch", "pre-trained", "gain (95% CI)"]
     return [
-        "datasets (dev, metric × 100; ablation: mean ± std over seeds):",
+        "datasets (metric × 100; model: the product on dev; baseline and ablation: the "
+        "study's held-out rows, mean ± std over seeds):",
         *("  " + ln for ln in table(head, rows)),
     ]
 

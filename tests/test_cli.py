@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY, workspace_copy
 
 
-def genpt(*args, check=True):
+def genpt(*args, check=True, cwd=ROOT):
     return subprocess.run(
         [sys.executable, "-m", "genpt.cli", *args],
-        cwd=ROOT,
+        cwd=cwd,
         text=True,
         capture_output=True,
         check=check,
@@ -70,29 +70,30 @@ def test_bad_params_fail_fast_with_the_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_stages_then_generate(tiny_overrides, tmp_path):
-    # `genpt pipeline` (the Prefect flow over dvc.yaml) is tested in tests/test_flows.py
-    sets = [x for o in tiny_overrides for x in ("-S", o)]
-    for stage in ("tokenize", "pretrain"):
-        genpt(stage, *sets)
-    genpt("finetune", "authors", *sets)  # one dataset: every dataset is pipeline_run's
-    out = json.loads(genpt("evaluate", "authors", *sets).stdout)
-    assert out["authors"]["examples"] > 0
-    art = tmp_path / "artifacts"
+def test_stages_then_generate(pipeline_run, tmp_path):
+    """The stage commands on a copy of the tiny pipeline's workspace (pipeline_run ran
+    `genpt validate`, `tokenize`, `pretrain`, `finetune`, `evaluate` ... as dvc.yaml's
+    commands): evaluate's JSON again, then generation from the pre-trained LM."""
+    ws = workspace_copy(pipeline_run, tmp_path / "ws")
+    sets = [x for o in TINY for x in ("-S", o)]
+    art = ws / "artifacts"
     for path in (
         "tokenizer/tokenizer.json",
         "tokens/manifest.json",
         "pretrain/hf/config.json",
         "finetune/authors/head.safetensors",
-        "eval/authors/metrics.json",
     ):
         assert (art / path).exists(), path
-    a = genpt("generate", "To be", "--greedy", "--max-new-tokens", "12", *sets).stdout
-    b = genpt("generate", "To be", "--greedy", "--max-new-tokens", "12", "--no-cache", *sets).stdout
+    (art / "eval/authors/metrics.json").unlink()
+    out = json.loads(genpt("evaluate", "authors", *sets, cwd=ws).stdout)
+    assert out["authors"]["examples"] > 0 and (art / "eval/authors/metrics.json").exists()
+    a = genpt("generate", "To be", "--greedy", "--max-new-tokens", "12", *sets, cwd=ws).stdout
+    b = genpt(
+        "generate", "To be", "--greedy", "--max-new-tokens", "12", "--no-cache", *sets, cwd=ws
+    ).stdout
     assert a == b == greedy_reference(art / "pretrain" / "hf", "To be", 12) + "\n"
-    s1 = genpt("generate", "To be", "--top-k", "20", "--top-p", "0.9", "--seed", "3", *sets).stdout
-    s2 = genpt("generate", "To be", "--top-k", "20", "--top-p", "0.9", "--seed", "3", *sets).stdout
-    assert s1 == s2
+    sample = ("generate", "To be", "--top-k", "20", "--top-p", "0.9", "--seed", "3", *sets)
+    assert genpt(*sample, cwd=ws).stdout == genpt(*sample, cwd=ws).stdout
 
 
 def greedy_reference(src, prompt: str, n: int) -> str:

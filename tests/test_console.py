@@ -33,7 +33,12 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
     assert len(console) <= MAX_LINES, "\n".join(console)
     assert not [ln for ln in console if NOISE.search(ln)], "\n".join(console)
     out = run["stdout"]
-    for line in ("stages: ", "pre-training: val loss", "datasets (dev", "gate: passed"):
+    for line in (
+        "stages: ",
+        "pre-training: val loss",
+        "datasets (metric × 100; model: the product on dev",
+        "gate: passed",
+    ):
         assert line in out, out
     ws = workspace_copy(pipeline_run, tmp_path / "ws")
     n_stages = len(json.loads((ws / "artifacts" / "run.json").read_text())["stages"])
