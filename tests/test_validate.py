@@ -31,6 +31,7 @@ def small_params(tmp_path, train, dev, task="entailment", labels=("yes", "no"), 
                 "labels": list(labels) if labels else None,
             }
         },
+        "finetune_by_dataset": {"d": {}},  # every dataset has an entry (genpt.params)
     }
     from genpt.params import Params
 
