@@ -22,7 +22,15 @@ def summarize(values: Sequence[float]) -> dict:
     return {"mean": float(v.mean()), "std": std, "n": len(v), "values": v.tolist()}
 
 
-def _interval(mean: float, var: float, df: float, level: float) -> dict:
+def satterthwaite(var: float, terms: Sequence[float], dfs: Sequence[float]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a variance `var` whose parts `terms` have
+    `dfs` degrees of freedom (any other part of it: infinitely many)."""
+    denom = sum(t**2 / d for t, d in zip(terms, dfs, strict=True))
+    return var**2 / denom if denom > 0 else float("inf")
+
+
+def t_interval(mean: float, var: float, df: float, level: float) -> dict:
+    """mean ± Student's t quantile x sqrt(var)."""
     from scipy import stats  # lazily: `genpt status` formats gains without it
 
     half = float(stats.t.ppf(0.5 + level / 2, df)) * var**0.5 if var > 0 else 0.0
@@ -36,9 +44,8 @@ def average(gains: Sequence[dict], level: float = 0.95) -> dict:
     if any(g.get("lo") is None for g in gains):
         return {"mean": mean, "lo": None, "hi": None, "df": None, "level": level}
     terms = [g["var"] / len(gains) ** 2 for g in gains]
-    denom = sum(t**2 / g["df"] for t, g in zip(terms, gains, strict=True))
-    df = sum(terms) ** 2 / denom if denom > 0 else float("inf")
-    return _interval(mean, sum(terms), df, level)
+    df = satterthwaite(sum(terms), terms, [g["df"] for g in gains])
+    return t_interval(mean, sum(terms), df, level)
 
 
 def across_datasets(gains: dict[str, float], level: float = 0.95) -> dict:
@@ -47,7 +54,7 @@ def across_datasets(gains: dict[str, float], level: float = 0.95) -> dict:
     v = np.asarray(list(gains.values()), float)
     out = {"mean": float(v.mean()), "lo": None, "hi": None, "df": None, "level": level}
     if len(v) > 1:
-        out = _interval(float(v.mean()), float(v.var(ddof=1) / len(v)), len(v) - 1, level)
+        out = t_interval(float(v.mean()), float(v.var(ddof=1) / len(v)), len(v) - 1, level)
         out["leave_one_out"] = {n: float(np.delete(v, i).mean()) for i, n in enumerate(gains)}
     return {**out, "n": len(v)}
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from model import metrics as M
+from model.ablation import satterthwaite, t_interval
 
 DRAWS = 2000
 
@@ -61,8 +62,6 @@ def gain(
     the rows (paired bootstrap) and the seeds (Welch's terms; each side needs 2+ seeds,
     else lo/hi are None). `fixed`: a and b are the models themselves, not samples of a
     training recipe (the gate's product against a constant): the rows' noise only."""
-    from scipy import stats
-
     gold = np.asarray(gold)
     idx = rows(len(gold), draws, seed)
     sa = np.array([score(metric, p, gold) for p in a])
@@ -82,8 +81,5 @@ def gain(
         terms = [float((100 * s).var(ddof=1)) / len(s) for s in (sa, sb)]
         dfs = [len(sa) - 1, len(sb) - 1]
     var = var_rows + sum(terms)
-    denom = sum(t**2 / d for t, d in zip(terms, dfs, strict=True))
-    df = var**2 / denom if denom > 0 else float("inf")
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * var**0.5
-    out.update(lo=mean - half, hi=mean + half, df=float(df), var=var, sd_seeds=sum(terms) ** 0.5)
-    return out
+    ci = t_interval(mean, var, float(satterthwaite(var, terms, dfs)), level)
+    return {**out, **ci, "var": var, "sd_seeds": sum(terms) ** 0.5}
