@@ -152,12 +152,12 @@ class StudyConfig(Strict):
     """`genpt study` / `genpt report`: GPT-1's Table 5 ablation over seeds."""
 
     seeds: list[int] = Field([1, 2, 3], min_length=1)  # each: its own label sample and tune split
-    tune_fraction: float = Field(
-        0.2, gt=0, lt=1
-    )  # of the label budget: the grid and early stopping
+    # of each label budget: the tune split, for the grid search and the best epoch
+    tune_fraction: float = Field(0.2, gt=0, lt=1)
     # The grid every arm searches on the tune split (seeds[0]); epochs: at most, best kept.
-    lrs: list[float] = Field([5.0e-4, 2.0e-3], min_length=1)
-    epochs: list[int] = Field([4], min_length=1)
+    # The defaults are params.yaml's.
+    lrs: list[float] = Field([2.5e-4, 1.0e-3], min_length=1)
+    epochs: list[int] = Field([3], min_length=1)
     # The split the report scores: train rows outside every label budget, carved once
     # with report_seed before anything else, read only after every run has trained.
     report_rows: int = Field(500, gt=0)
