@@ -51,17 +51,20 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
     # Under `--dist loadgroup`, the tests that share a module-scoped fixture (a server, a
     # trained model) run on one worker, so it is built once; the rest spread one by one.
+    # The tests that need the finished pipeline (`pipeline_run`, the run's longest build)
+    # are one group, queued first: one worker builds it at once and runs them after it,
+    # while the others never wait on its lock. Then modules with slow tests (each module
+    # kept together), so the longest tests start early instead of running alone at the
+    # end. xdist keeps this order (`--no-loadscope-reorder`, pyproject.toml).
     for item in items:
-        if any(d[-1].scope == "module" for d in item._fixtureinfo.name2fixturedefs.values()):
+        if "pipeline_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("pipeline_run"))
+        elif any(d[-1].scope == "module" for d in item._fixtureinfo.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    # The longest build first: one test that needs the finished pipeline (`pipeline_run`)
-    # starts it at once, the others that need it go last, when it is built. Between them,
-    # modules with slow tests first (each module kept together), so the longest tests
-    # start early instead of running alone at the end.
-    needs = [i for i in items if "pipeline_run" in i.fixturenames]
     has_slow = {i.module.__name__ for i in items if "slow" in i.keywords}
-    order = {i: 0 if i is needs[0] else 3 if i in needs else 1 for i in items} if needs else {}
-    items.sort(key=lambda i: (order.get(i, 1), i.module.__name__ not in has_slow))
+    items.sort(
+        key=lambda i: ("pipeline_run" not in i.fixturenames, i.module.__name__ not in has_slow)
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
