@@ -112,7 +112,8 @@ class FinetuneConfig(Strict):
     grad_clip: float = Field(1.0, ge=0)
     head_dropout: float = Field(0.1, ge=0, lt=1)
     max_len: int | None = Field(None, gt=8)  # default: the model's n_ctx
-    max_train_examples: int | None = Field(None, gt=0)
+    max_train_examples: int | None = Field(None, gt=0)  # a label budget: a seeded sample
+    max_dev_examples: int | None = Field(None, gt=0)  # dev rows scored (quick runs)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def input_len(self, n_ctx: int) -> int:

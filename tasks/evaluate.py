@@ -10,7 +10,7 @@ import numpy as np
 
 from genpt import artifacts, artifacts_check
 from genpt.errors import GenptError
-from genpt.ingest.loaders import load_split
+from genpt.ingest.loaders import load_split, subsample
 from genpt.io import atomic_write_text, live, write_json
 from genpt.params import Params
 from model import metrics as M
@@ -23,7 +23,7 @@ def run(params: Params, name: str) -> dict:
     ds = params.dataset(name)
     src = artifacts.finetune(params, name)
     artifacts_check.hf_model(src, f"re-run `genpt finetune {name}`", also=(TASK_FILE, HEAD_FILE))
-    rows = load_split(ds, "dev")
+    rows = subsample(load_split(ds, "dev"), params.finetune_for(name).max_dev_examples, params.seed)
     model, meta = TaskModel.load(src)
     if "baseline" not in meta:  # a model saved before the gate needed it
         raise GenptError(f"{src / TASK_FILE}: no trivial baseline; re-run `genpt finetune {name}`")

@@ -21,6 +21,7 @@ def run(params: Params, name: str) -> dict:
     ds, cfg = params.dataset(name), params.finetune_for(name)
     train_rows, dev_rows = load_split(ds, "train"), load_split(ds, "dev")  # validate first
     train_rows = subsample(train_rows, cfg.max_train_examples, params.seed)
+    dev_rows = subsample(dev_rows, cfg.max_dev_examples, params.seed)  # as evaluate scores
     pretrained, tokenizer = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
     lm_init(cfg.init, pretrained, tokenizer)
     torch.manual_seed(params.seed)

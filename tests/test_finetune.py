@@ -95,3 +95,27 @@ def test_predict_pads_batches_with_different_choice_counts():
     assert logits.shape == (2, 5)
     missing = [[False] * 3 + [True] * 2, [False] * 5]  # the one sentinel, model/schema.py
     assert missing_choice(logits).tolist() == missing and np.isfinite(logits).all()
+
+
+def test_max_dev_examples_scores_one_seeded_sample_in_finetune_and_evaluate(tokens, tmp_path):
+    """finetune.max_dev_examples (quick runs): finetune's dev metrics and evaluate's come
+    from the same seeded sample of dev rows, and predictions.json holds just those rows."""
+    import json
+
+    from genpt import artifacts
+    from genpt.ingest.loaders import subsample
+
+    copy_tokens(tokens, tmp_path)
+    over = ["finetune.init=scratch", "finetune.epochs=1", "finetune.max_dev_examples=40"]
+    over += ["finetune_by_dataset.snli.max_train_examples=16"]
+    p = load_params(ROOT / "params.yaml", tiny(tmp_path, *over))
+    m = finetune.run(p, "snli")
+    ev = evaluate.run(p, "snli")
+    assert ev["examples"] == 40 and ev["accuracy"] == m["dev/accuracy"]
+    labels = p.dataset("snli").labels
+    want = [
+        labels.index(r["label"])
+        for r in subsample(load_split(p.dataset("snli"), "dev"), 40, p.seed)
+    ]
+    got = json.loads(artifacts.eval_predictions(p, "snli").read_text())
+    assert got["gold"] == want and len(got["pred"]) == 40
