@@ -169,10 +169,12 @@ TINY = [
     "pretrain.warmup_steps=5",
     "finetune.epochs=1",
     "finetune.max_train_examples=64",
+    "finetune.max_dev_examples=100",  # a seeded sample of each dev set (1,498 rows at most)
     *(  # the datasets' own budgets (300 rows) would win over the section's
         f"finetune_by_dataset.{name}.max_train_examples=64"
         for name in yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"]
     ),
+    "study.arms={full: {init: pretrained}, scratch: {init: scratch}}",  # no_aux: test_study
     "study.seeds=[1]",
     "study.lrs=[1.0e-3]",
     "study.epochs=[1]",
