@@ -1,14 +1,17 @@
-"""Evaluation metrics of the paper's benchmarks (GLUE-style), from scikit-learn and SciPy."""
+"""Evaluation metrics of the paper's benchmarks (GLUE-style), from scikit-learn and SciPy.
+
+Both are imported where used: each costs about half a second at the start of a stage
+process, and most stage processes need one of them or neither."""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, matthews_corrcoef
 
 
 def classification_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """Accuracy, macro-F1 and Matthews correlation of integer predictions."""
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
     return {
         "accuracy": float(accuracy_score(gold, pred)),
         "f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
@@ -18,6 +21,8 @@ def classification_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, floa
 
 def regression_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """Pearson and Spearman correlation (STS-B style)."""
+    from scipy.stats import pearsonr, spearmanr
+
     if np.std(pred) == 0 or np.std(gold) == 0:
         return {"pearson": 0.0, "spearman": 0.0}
     return {"pearson": float(pearsonr(pred, gold)[0]), "spearman": float(spearmanr(pred, gold)[0])}
@@ -30,6 +35,8 @@ def compute(logits: np.ndarray, gold: np.ndarray, regression: bool) -> dict[str,
 
 
 def confusion(logits: np.ndarray, gold: np.ndarray, n: int) -> np.ndarray:
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(gold, logits.argmax(-1), labels=list(range(n)))
 
 
