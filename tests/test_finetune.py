@@ -1,9 +1,12 @@
 """Fine-tuning on a real labelled set (data/finetune/authors), save/reload, metrics."""
 
+import json
+
 import numpy as np
 import torch
 
-from genpt.ingest.loaders import load_split
+from genpt import artifacts
+from genpt.ingest.loaders import load_split, subsample
 from genpt.params import load_params
 from model import metrics
 from model.finetune import encode, predict
@@ -100,11 +103,6 @@ def test_predict_pads_batches_with_different_choice_counts():
 def test_max_dev_examples_scores_one_seeded_sample_in_finetune_and_evaluate(tokens, tmp_path):
     """finetune.max_dev_examples (quick runs): finetune's dev metrics and evaluate's come
     from the same seeded sample of dev rows, and predictions.json holds just those rows."""
-    import json
-
-    from genpt import artifacts
-    from genpt.ingest.loaders import subsample
-
     copy_tokens(tokens, tmp_path)
     over = ["finetune.init=scratch", "finetune.epochs=1", "finetune.max_dev_examples=40"]
     over += ["finetune_by_dataset.snli.max_train_examples=16"]
