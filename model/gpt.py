@@ -36,7 +36,9 @@ def build_lm(cfg: ModelConfig, vocab_size: int, special: dict[str, int]) -> PreT
     )
     if cfg.arch == "gpt1":
         return OpenAIGPTLMHeadModel(OpenAIGPTConfig(afn="gelu", **common))
-    config = GPT2Config(n_inner=4 * n_embd, activation_function="gelu_new", **common)
+    # GPT-1's GELU, the tanh approximation, as one fused op (gelu_new: ~25% of the forward
+    # time of the tiny model on CPU)
+    config = GPT2Config(n_inner=4 * n_embd, activation_function="gelu_pytorch_tanh", **common)
     config._attn_implementation = "sdpa"  # flash / memory-efficient kernels where available
     return GPT2LMHeadModel(config)
 
