@@ -19,7 +19,7 @@ import numpy as np
 from genpt import artifacts
 from genpt.params import Params
 from model import bootstrap
-from model.ablation import across_datasets, format_gain, summarize
+from model.ablation import CLAIMS, across_datasets, format_gain, summarize
 from model.ablation import average as average_of
 
 # GPT-1 (Radford et al. 2018), Table 5: dataset -> (full, w/o pre-training, w/o aux LM)
@@ -66,37 +66,55 @@ def load_study(params: Params) -> dict[str, dict[str, dict]]:
     out = {}
     for name in params.datasets:
         out[name] = {}
-        for arm in params.study.arms:
+        for arm in params.study.all_arms():
             path = artifacts.study(params, name, arm)
             if not path.exists():
-                raise FileNotFoundError(f"{path}: missing (run `genpt study {name} {arm}`)")
+                run = f"genpt finetune {name}" if arm == "full" else f"genpt study {name} {arm}"
+                raise FileNotFoundError(f"{path}: missing (run `{run}`)")
             out[name][arm] = json.loads(path.read_text())
     return out
 
 
 def tuning(arms: dict[str, dict]) -> dict[str, dict]:
-    """Per arm: the lr and epochs chosen on the tune split from the grid searched there, each
-    seed's best epoch and the search's tune curves; `flags` where a choice sits on the edge
-    of the grid (the optimum may lie outside it)."""
+    """Per arm: the lr chosen on the tune split from the grid searched there, and per seed
+    the best epoch, the epochs and optimizer steps run; `flags` where the lr sits on the
+    edge of the grid (the optimum may lie outside it) or a run stopped at the epoch cap
+    (its best epoch its last: it was still learning)."""
     out = {}
     for arm, s in arms.items():
-        lr, top, grid = s["lr"], s["epochs"], s["grid"]
-        best = [r["best_epoch"] for r in s["runs"]]
+        lr, grid, runs = s["lr"], s["grid"], s["runs"]
         flags = []
         if len(grid["lrs"]) > 1 and lr in (min(grid["lrs"]), max(grid["lrs"])):
             edge = "low" if lr == min(grid["lrs"]) else "high"
             flags.append(f"lr {lr:g} on the {edge} edge of {sorted(grid['lrs'])}")
-        at_top = sum(b == top for b in best)
-        if top == max(grid["epochs"]) and at_top:
-            flags.append(f"best epoch = the grid's most epochs ({top}) in {at_top} of {len(best)}")
-        curves = {f"lr {r['lr']:g}, {r['epochs']} epochs": r["tune_curve"] for r in s["search"]}
-        out[arm] = {"lr": lr, "epochs": top, "grid": grid, "best_epochs": best,
-                    "tune_curves": curves, "flags": flags}  # fmt: skip
+        capped = sum(r["best_epoch"] == r["epochs"] for r in runs)
+        if capped:
+            flags.append(f"best epoch = its last (the cap, {grid['max_epochs']}) in {capped} "
+                         f"of {len(runs)} runs: still learning")  # fmt: skip
+        curves = {f"lr {r['lr']:g}": r["tune_curve"] for r in s["search"]}
+        out[arm] = {"lr": lr, "grid": grid, "best_epochs": [r["best_epoch"] for r in runs],
+                    "epochs_run": [r["epochs"] for r in runs],
+                    "steps": [r["steps"] for r in runs], "tune_curves": curves,
+                    "flags": flags}  # fmt: skip
     return out
 
 
-def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> dict:
-    """The report's figures from {dataset: {arm: study json}} (see the module doc)."""
+CLAIM_WORDS = {
+    "pooled": "on these datasets (rows and seeds as the noise)",
+    "datasets": "with datasets as the unit (a claim about tasks like these)",
+}
+
+
+def primary(average: dict, claim: str) -> dict | None:
+    """The interval of the gain of pre-training that the claim (gate.claim) reads."""
+    return average.get(CLAIMS[claim])
+
+
+def summarize_study(
+    study: dict[str, dict[str, dict]], level: float = 0.95, claim: str = "datasets"
+) -> dict:
+    """The report's figures from {dataset: {arm: study json}} (see the module doc); `claim`:
+    which interval of the average gain of pre-training is primary (gate.claim)."""
     datasets = {}
     for name, arms in study.items():
         first = next(iter(arms.values()))
@@ -131,6 +149,7 @@ def summarize_study(study: dict[str, dict[str, dict]], level: float = 0.95) -> d
             average[key] = average_of([d[key] for d in datasets.values()], level)
             by_dataset = {n: d[key]["mean"] for n, d in datasets.items()}
             average[f"{key}_across_datasets"] = across_datasets(by_dataset, level)
+    average["claim"] = claim
     # accuracy-like and correlation metrics have different chance levels: averaged apart
     average["by_metric"] = {
         m: {
@@ -224,6 +243,11 @@ def spread_lines(summary: dict) -> list[str]:
     """The average gain with datasets as the unit, leave-one-dataset-out, and the arms'
     averages and gains per metric (the "avg" column mixes metrics whose chance levels differ)."""
     avg, lines = summary["average"], []
+    claim = avg.get("claim", "datasets")
+    for key, which in ((claim, "Primary claim"), (next(c for c in CLAIMS if c != claim), "Also")):
+        if CLAIMS[key] in avg:
+            lines.append(f"{which} (gate.claim: {key}): the gain of pre-training "
+                         f"{CLAIM_WORDS[key]} is {format_gain(avg[CLAIMS[key]])}.")  # fmt: skip
     g = avg.get("gain_pretraining_across_datasets")
     if g:
         line = (
@@ -246,35 +270,36 @@ def spread_lines(summary: dict) -> list[str]:
 
 
 def tuning_lines(summary: dict) -> list[str]:
-    """The choices each arm made on the tune split, and the flags on them."""
+    """The choices each arm made on the tune splits, what each run trained, the flags."""
     lines = [
-        "### Tuning (chosen on the tune split of the first seed; the same grid for every arm)",
+        "### Tuning (lr chosen on the first seed's tune split, the same grid for every arm; "
+        "each run stopped early on its own tune split)",
         "",
-        "| dataset | arm | lr (grid) | epochs (grid) | best epoch per seed | flags |",
-        "|---|---|---|---|---|---|",
+        "| dataset | arm | lr (grid) | best epoch / epochs run / optimizer steps, per seed "
+        "| flags |",
+        "|---|---|---|---|---|",
     ]
     for name, d in summary["datasets"].items():
         for arm, t in d["tuning"].items():
             lrs = ", ".join(f"{x:g}" for x in t["grid"]["lrs"])
-            epochs = ", ".join(str(e) for e in t["grid"]["epochs"])
-            best = ", ".join(str(b) for b in t["best_epochs"])
+            per_seed = zip(t["best_epochs"], t["epochs_run"], t["steps"], strict=True)
+            runs = ", ".join(f"{b}/{e}/{s}" for b, e, s in per_seed)
             flags = "; ".join(t["flags"]) or "–"
-            lines.append(
-                f"| {name} | {arm} | {t['lr']:g} ({lrs}) | {t['epochs']} ({epochs}) | {best} "
-                f"| {flags} |"
-            )
+            lines.append(f"| {name} | {arm} | {t['lr']:g} ({lrs}) | {runs} | {flags} |")
     return lines
 
 
 def protocol_note(params: Params, splits: str) -> str:
-    s = params.study
+    s, ft = params.study, params.finetune
     return (
         f"Protocol (genpt/arms.py): scored once, after every run trained, on rows of train "
         f"held out before anything else (seed {s.report_seed}; {splits}); dev is not read. "
         f"Each seed draws its own label budget from the rest of train and carves "
-        f"{s.tune_fraction:.0%} of it as its tune split. Every arm searches the same grid, "
-        f"lr {s.lrs} x epochs {s.epochs}, on the first seed's tune split, keeping each run's "
-        "best epoch there. Intervals: 95%, a paired bootstrap over the held-out rows plus "
+        f"{s.tune_fraction:.0%} of it as its tune split. Every arm searches the same lrs, "
+        f"{s.lrs}, on the first seed's tune split; every run stops early on its own tune "
+        f"split (patience {ft.patience} epochs, at most {ft.epochs}) and keeps its best "
+        "epoch. `full` is the product: its first seed's model is the one evaluated, gated "
+        "and published. Intervals: 95%, a paired bootstrap over the held-out rows plus "
         "the seeds' variance (Welch); a 1-seed arm gets none."
     )
 
@@ -295,6 +320,22 @@ def bar_chart(summary: dict, path: Path) -> None:
         stds = [ds[n]["arms"][arm]["std"] or 0.0 for n in ds] + [0.0]
         xs = [j + (i - (len(arms) - 1) / 2) * width for j in range(len(names))]
         ax.bar(xs, means, width, yerr=stds, capsize=3, label=LABELS.get(arm, arm))
+    avg = summary["average"]
+    g = primary(avg, avg.get("claim", "datasets"))
+    if g and g.get("lo") is not None and "scratch" in avg["arms"]:  # full = scratch + gain
+        x = len(names) - 1 + (arms.index("full") - (len(arms) - 1) / 2) * width
+        top = avg["arms"]["scratch"]
+        ax.errorbar(
+            [x],
+            [top + g["mean"]],
+            yerr=[[g["mean"] - g["lo"]], [g["hi"] - g["mean"]]],
+            fmt="none",
+            ecolor="k",
+            elinewidth=2,
+            capsize=6,
+            zorder=4,
+            label=f"gain of pre-training, 95% ({avg['claim']}): {format_gain(g)}",
+        )
     base = [ds[n]["baseline"] for n in ds] + [summary["average"]["baseline"]]
     ax.scatter(
         range(len(names)), base, marker="_", s=600, c="k", zorder=3, label="trivial baseline"

@@ -1,26 +1,31 @@
-"""One arm of the ablation (GPT-1 Table 5) on one dataset, over every seed of
-`study.seeds` (stage `study@DATASET-ARM` writes it to study/DATASET/ARM.json).
+"""The protocol of the product and of every arm of the ablation (GPT-1 Table 5) on one
+dataset, over every seed of `study.seeds`. Stage `finetune@NAME` runs the product's arm,
+`full`, and saves its first seed's model: the model the study measured is the one that is
+evaluated, gated, exported and published. Stage `study@DATASET-ARM` runs the other arms.
+Both write study/DATASET/ARM.json.
 
 The protocol, the same for every arm (docs/ablation.md, "The protocol"):
 1. Held out first: `study.report_rows` rows of train, carved once with
    `study.report_seed`, are the split the report scores. No label budget draws from
    them, and nothing reads them until every run has trained. Dev is not read at all.
 2. Design, on train only: each seed draws its own label budget from the rest of train
-   and carves its own tune split from it. Every arm searches the same grid,
-   `study.lrs` x `study.epochs`, on seeds[0]'s tune split (each run keeps its best epoch
-   there); the other seeds train with the chosen lr and epochs.
+   (the label pool) and carves its own tune split from it. Every arm searches the same
+   lrs, `study.lrs`, on seeds[0]'s tune split; every run stops early on its own tune
+   split (`finetune.patience` epochs without a better score, at most `finetune.epochs`)
+   and keeps its best epoch. The other seeds train with the chosen lr.
 3. Final: each seed's model scores the held-out rows once; the per-row predictions go
-   into the JSON for the report's paired bootstrap. `protocol` records the phases in
-   the order they ran.
+   into the JSON for the report's paired bootstrap. The trivial baseline is the best
+   constant on those rows. `protocol` records the phases in the order they ran.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerFast
 
 from genpt import artifacts, artifacts_check
 from genpt.ingest.loaders import load_split, subsample
@@ -61,13 +66,19 @@ def budget_split(pool: list, n: int | None, tune_fraction: float, seed: int):
     return fit, tune, [r for r in pool if id(r) not in taken]
 
 
-def study_arm(params: Params, name: str, arm_name: str) -> dict:
-    """The arm's grid search, runs, baseline and zero-shot scores (study/DATASET/ARM.json)."""
+class ArmRun(NamedTuple):
+    result: dict  # study/DATASET/ARM.json: the lr search, runs, baseline, zero-shot scores
+    model: TaskModel  # seeds[0]'s model at the chosen lr: for `full`, the product
+    tokenizer: PreTrainedTokenizerFast
+    history: list  # the model's training log, [(metrics, step)]
+
+
+def run_arm(params: Params, name: str, arm_name: str) -> ArmRun:
+    """One arm on one dataset, by the protocol above."""
     ds, study = params.dataset(name), params.study
-    if arm_name not in study.arms:
-        raise ValueError(f"unknown arm {arm_name!r}; study.arms: {sorted(study.arms)}")
-    arm = study.arms[arm_name]
+    arm = study.arm(arm_name)
     over = {"init": arm.init} | ({} if arm.lm_coef is None else {"lm_coef": arm.lm_coef})
+    over = {} if arm_name == "full" else over  # the product: the finetune section as it is
     cfg = params.finetune_for(name).model_copy(update=over)
     pool, report_rows = held_out(params, name)
     protocol = [f"held out: {len(report_rows)} train rows (seed {study.report_seed}), sealed"]
@@ -85,32 +96,33 @@ def study_arm(params: Params, name: str, arm_name: str) -> dict:
         fit, tune, _ = budget_split(pool, cfg.max_train_examples, study.tune_fraction, seed)
         return tuple(encode(r, ds.task_type, tok, max_len, ds.labels) for r in (fit, tune))
 
-    def train(seed: int, lr: float, epochs: int, data: tuple) -> tuple[dict, TaskModel]:
-        t0 = time.perf_counter()
+    def train(seed: int, lr: float, data: tuple) -> tuple[dict, TaskModel]:
+        t0, history = time.perf_counter(), []
         torch.manual_seed(seed)  # initial weights (scratch) and head
         _, lm = init_lm(cfg.init, pretrained, tokenizer, params.model)
         model = TaskModel(lm, ds.task_type, n_labels, cfg.head_dropout)
-        run_cfg = cfg.model_copy(update={"lr": lr, "epochs": epochs})
-        r = finetune(model, data[0], None, run_cfg, pad, seed, tune=data[1], metric=metric)
+        run_cfg = cfg.model_copy(update={"lr": lr})
+        r = finetune(model, data[0], None, run_cfg, pad, seed, tune=data[1], metric=metric,
+                     log=lambda m, step: history.append((m, step)))  # fmt: skip
         tuned = r[f"tune/{metric}"]
-        print(f"study {name} {arm_name}: seed {seed} lr {lr:g} epochs {epochs} -> "
-              f"tune {metric} {tuned:.4f} (best epoch {r['best_epoch']})")  # fmt: skip
-        run = {"seed": seed, "lr": lr, "epochs": epochs, "tune": tuned,
-               "best_epoch": r["best_epoch"], "tune_curve": r["tune_curve"],
+        print(f"{name} {arm_name}: seed {seed} lr {lr:g} -> tune {metric} {tuned:.4f} "
+              f"(best epoch {r['best_epoch']} of {r['epochs']}, {r['steps']} steps)")  # fmt: skip
+        run = {"seed": seed, "lr": lr, "tune": tuned, "fit": len(data[0]),
+               **{k: r[k] for k in ("best_epoch", "epochs", "steps", "tune_curve")},
+               "capped": r["epochs"] == cfg.epochs, "history": history,
                "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
         return run, model
 
     first = splits(seeds[0])
-    grid = [train(seeds[0], lr, e, first) for lr, e in itertools.product(study.lrs, study.epochs)]
+    grid = [train(seeds[0], lr, first) for lr in study.lrs]
     best_run, best_model = max(grid, key=lambda rm: rm[0]["tune"])  # the first best on ties
-    lr, epochs = best_run["lr"], best_run["epochs"]
-    protocol.append(f"design: grid {len(grid)} runs on seed {seeds[0]}'s tune split -> "
-                    f"lr {lr:g}, epochs {epochs}")  # fmt: skip
-    search = [{k: r[k] for k in ("lr", "epochs", "tune", "best_epoch", "tune_curve")}
+    lr = best_run["lr"]
+    protocol.append(f"design: {len(grid)} lrs on seed {seeds[0]}'s tune split -> lr {lr:g}")
+    search = [{k: r[k] for k in ("lr", "tune", "best_epoch", "epochs", "steps", "tune_curve")}
               for r, _ in grid]  # fmt: skip
-    del grid  # the other grid points' models
-    runs = [(best_run, best_model)] + [train(s, lr, epochs, splits(s)) for s in seeds[1:]]
-    protocol.append(f"design: seeds {seeds[1:]} at the chosen lr and epochs" if seeds[1:] else "")
+    del grid  # the other lrs' models
+    runs = [(best_run, best_model)] + [train(s, lr, splits(s)) for s in seeds[1:]]
+    protocol.append(f"design: seeds {seeds[1:]} at the chosen lr" if seeds[1:] else "")
 
     # Final phase: the held-out rows are encoded and scored once, by every seed's model.
     report = encode(report_rows, ds.task_type, tok, max_len, ds.labels)
@@ -120,10 +132,9 @@ def study_arm(params: Params, name: str, arm_name: str) -> dict:
         logits = predict(model, report, pad)
         run["report"] = M.compute(logits, gold, regression)
         run["pred"] = (logits.reshape(-1) if regression else logits.argmax(-1)).tolist()
-        print(f"study {name} {arm_name}: seed {run['seed']} -> held-out {metric} "
+        print(f"{name} {arm_name}: seed {run['seed']} -> held-out {metric} "
               f"{run['report'][metric]:.4f}")  # fmt: skip
     protocol.append(f"final: {len(runs)} models scored the {len(report)} held-out rows once")
-    fit_gold = np.array([e.label for e in first[0]])
     out = {
         "dataset": name,
         "arm": arm_name,
@@ -132,8 +143,8 @@ def study_arm(params: Params, name: str, arm_name: str) -> dict:
         "init": cfg.init,
         "lm_coef": cfg.lm_coef,
         "lr": lr,
-        "epochs": epochs,
-        "grid": {"lrs": study.lrs, "epochs": study.epochs},
+        "max_len": max_len,
+        "grid": {"lrs": study.lrs, "max_epochs": cfg.epochs, "patience": cfg.patience},
         "search": search,
         "protocol": [p for p in protocol if p],
         "examples": {
@@ -142,12 +153,17 @@ def study_arm(params: Params, name: str, arm_name: str) -> dict:
             "report": len(report),
             "pool": len(pool),
         },  # fmt: skip
-        "baseline": M.trivial_baseline(fit_gold, gold, regression)[metric],
+        "baseline": M.trivial_baseline(gold, regression)[metric],
         "gold": gold.tolist(),
-        "runs": [r for r, _ in runs],
+        "runs": [{k: v for k, v in r.items() if k != "history"} for r, _ in runs],
     }
     if zero_shot:
         ptok, plm = init_lm("pretrained", pretrained, tokenizer, params.model)
         scores = score_choices(plm, ptok, report_rows)
         out["zero_shot"] = M.classification_metrics(scores.argmax(-1), gold)
-    return out
+    return ArmRun(out, runs[0][1], tok, runs[0][0]["history"])
+
+
+def study_arm(params: Params, name: str, arm_name: str) -> dict:
+    """study/DATASET/ARM.json's content (run_arm without the model)."""
+    return run_arm(params, name, arm_name).result

@@ -126,7 +126,8 @@ def finetune(
         typer.Option(help="lambda in L3 = L2 + lambda*L1 (0: the ablation); default from params"),
     ] = None,
 ) -> None:
-    """Fine-tune on labelled datasets (L3 = L2 + lambda * L1)."""
+    """Fine-tune the product on labelled datasets (L3 = L2 + lambda * L1) by the study's
+    protocol (its `full` arm); also writes study/NAME/full.json."""
     from genpt.params import as_overrides
     from tasks import finetune as stage
 
@@ -151,7 +152,13 @@ def evaluate(
 @app.command()
 def study(
     name: Annotated[str, typer.Argument(help="dataset")],
-    arm: Annotated[str, typer.Argument(help="arm of study.arms: full | no_aux | scratch | ...")],
+    arm: Annotated[
+        str,
+        typer.Argument(
+            help="full (the product's, without saving it) or an arm "
+            "of study.arms: scratch | no_aux | ..."
+        ),
+    ],
     params: ParamsOpt = "params.yaml",
     set_: SetOpt = None,
 ) -> None:

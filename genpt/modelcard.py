@@ -167,7 +167,9 @@ and the lineage below). Download and verify with
 ## Parameters
 - model: preset `{m.preset}`, arch `{m.arch}`, dropout {m.dropout}
 - pre-training: {pt.steps} steps, batch {pt.batch_size}, lr {pt.lr}
-- fine-tuning: {ftc.epochs} epochs, lr {ftc.lr}, lambda {ftc.lm_coef}, init `{ftc.init}`
+- fine-tuning: the study's protocol (its `full` arm, first seed): lr chosen from
+  {params.study.lrs} on a tune split, early stopping (patience {ftc.patience}, at most
+  {ftc.epochs} epochs), lambda {ftc.lm_coef}, init `{ftc.init}`
 - seed {params.seed}; the full set is in `params.yaml`.
 
 ## Metrics
@@ -179,7 +181,8 @@ Evaluation on the dev splits:
 
 {_table(ev) if ev else "(none)"}
 
-Fine-tuning (last dev evaluation, with the majority-class baseline):
+Fine-tuning (the product's run: tune and held-out scores, chosen lr, best epoch, epochs and
+optimizer steps run, fit rows):
 
 {_table(ft) if ft else "(none)"}
 

@@ -136,62 +136,75 @@ class ExportConfig(Strict):
     triton_max_batch_size: int = Field(32, gt=0)
 
 
-ARMS = ("full", "no_aux", "scratch")  # the product, lambda = 0, no pre-training
-
-
 class ArmConfig(Strict):
-    """One arm of the ablation study, `study.arms.NAME` (a `study@DATASET-NAME` stage). Every
-    arm searches the same grid (study.lrs x study.epochs): no arm is tuned more than another."""
+    """One arm of the ablation study, compared with the product (`full`, built in: stage
+    finetune@NAME). `study.arms.NAME` is a `study@DATASET-NAME` stage. Every arm searches
+    the same grid (study.lrs, early stopping on the tune split): none is tuned more."""
 
     init: Literal["pretrained", "scratch"] = "pretrained"
     lm_coef: float | None = Field(None, ge=0)  # None: the dataset's finetune.lm_coef (lambda)
     seeds: list[int] | None = Field(None, min_length=1)  # None: study.seeds
 
 
+FULL = ArmConfig()  # the product: pre-trained, lambda = finetune.lm_coef, study.seeds
+
+
 class StudyConfig(Strict):
-    """`genpt study` / `genpt report`: GPT-1's Table 5 ablation over seeds."""
+    """The protocol of the product and of GPT-1's Table 5 ablation over seeds
+    (genpt/arms.py; `genpt finetune`, `genpt study`, `genpt report`)."""
 
     seeds: list[int] = Field([1, 2, 3], min_length=1)  # each: its own label sample and tune split
-    # of each label budget: the tune split, for the grid search and the best epoch
+    # of each label budget: the tune split, for the lr search and early stopping
     tune_fraction: float = Field(0.2, gt=0, lt=1)
-    # The grid every arm searches on the tune split (seeds[0]); epochs: at most, best kept.
-    # The defaults are params.yaml's.
+    # The lrs every arm searches on seeds[0]'s tune split; each run stops early there
+    # (finetune.patience, at most finetune.epochs). The defaults are params.yaml's.
     lrs: list[float] = Field([2.5e-4, 1.0e-3], min_length=1)
-    epochs: list[int] = Field([3], min_length=1)
     # The split the report scores: train rows outside every label budget, carved once
     # with report_seed before anything else, read only after every run has trained.
     report_rows: int = Field(500, gt=0)
-    report_seed: int = 0
-    arms: dict[str, ArmConfig] = {
-        "full": ArmConfig(),
-        "no_aux": ArmConfig(lm_coef=0.0),
-        "scratch": ArmConfig(init="scratch"),
-    }
+    report_seed: int = 1  # 0 until 2026-12-07 (its rows were seen while choosing a grid)
+    # the arms compared with the product, `full` (stage finetune@NAME); one stage each
+    arms: dict[str, ArmConfig] = {"scratch": ArmConfig(init="scratch")}
     zero_shot: bool = True  # multiple choice: rank answers by the pre-trained LM alone
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
         for name, arm in self.arms.items():
+            if name == "full":
+                raise ValueError("arms.full: built in, the product (stage finetune@NAME)")
             if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
                 raise ValueError(f"arm name {name!r}: use lowercase letters, digits and _")
-            want = {"full": "pretrained", "no_aux": "pretrained", "scratch": "scratch"}.get(name)
+            want = {"no_aux": "pretrained", "scratch": "scratch"}.get(name)
             if want and arm.init != want:
                 raise ValueError(f"arms.{name}: init must be {want}")
         if self.arms.get("no_aux") and self.arms["no_aux"].lm_coef != 0:
             raise ValueError("arms.no_aux: lm_coef must be 0")
         return self
 
+    def arm(self, name: str) -> ArmConfig:
+        if name == "full":
+            return FULL
+        if name not in self.arms:
+            raise ValueError(f"unknown arm {name!r}; arms: full, {', '.join(self.arms)}")
+        return self.arms[name]
+
+    def all_arms(self) -> list[str]:
+        return ["full", *self.arms]
+
 
 class GateConfig(Strict):
     """`genpt publish` refuses a model below these (points: metric x 100)."""
 
     enabled: bool = True
-    # every dataset, product metric - trivial baseline on the dev rows: the lower bound of
-    # the 95% bootstrap interval must be above this
+    # every dataset, product metric - trivial baseline (the best constant) on the dev rows:
+    # the lower bound of the 95% bootstrap interval must be above this
     min_over_baseline: float = 0.0
-    # the average gain over datasets, full - scratch: the lower bound of its 95% interval
-    # (the ablation report; needs 2+ seeds per arm) must be above this; None: no such check
+    # the average gain of pre-training, full - scratch (the report; needs 2+ study.seeds per
+    # arm): the lower bound of the 95% interval of the primary claim must be above this;
+    # None: no such check. claim: `pooled` (the gain on these datasets, the ones published;
+    # rows and seeds as the noise) or `datasets` (datasets as the unit: tasks like these)
     min_pretraining_gain: float | None = 0.0
+    claim: Literal["pooled", "datasets"] = "pooled"
     max_drop_vs_latest: float = 5.0  # every dataset: published `latest` - product metric
 
 

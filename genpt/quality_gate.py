@@ -31,6 +31,7 @@ from genpt import artifacts, bundle
 from genpt.errors import GenptError
 from genpt.params import Params
 from model import bootstrap
+from model.ablation import CLAIMS
 
 BOOTSTRAP_SEED = 0  # the gate's resamples: the same verdict for the same predictions
 
@@ -88,16 +89,17 @@ def over_baseline(params: Params, name: str) -> dict:
     return {**check, **_interval(g)}
 
 
-def pretraining_gain(report: dict, threshold: float) -> dict:
-    """The lower bound of the 95% interval of the average gain of pre-training, above
-    `threshold`; fails, with value None, when the report has no such interval."""
-    what = "average gain of pre-training (full - scratch)"
-    g = report["average"].get("gain_pretraining")
+def pretraining_gain(report: dict, threshold: float, claim: str = "datasets") -> dict:
+    """The lower bound of the 95% interval of the average gain of pre-training that the
+    primary claim reads (gate.claim), above `threshold`; fails, with value None, when the
+    report has no such interval."""
+    what = f"average gain of pre-training (full - scratch, {claim})"
+    g = report["average"].get(CLAIMS[claim])
     if g is None:  # no `scratch` arm: the check cannot pass, and must not vanish
         what = f"no `scratch` arm in study.arms, so no {what} (null: no such check)"
     elif g.get("lo") is None:  # 1 seed per arm: the seeds' share of the noise is unknown
         what += (f" {g['mean']:+.1f} has no interval: it needs 2+ study.seeds per arm "
-                 "(null: no such check)")  # fmt: skip
+                 "and, with datasets as the unit, 2+ datasets (null: no such check)")  # fmt: skip
     else:
         what += f" {_span(g)}: the lower bound of its 95% interval"
         return {**_check("pretraining_gain", None, what, g["lo"], ">", threshold), **_interval(g)}
@@ -118,7 +120,7 @@ def verdict(params: Params, report: dict | None, latest: dict[str, float] | None
             checks.append(_check("vs_latest", name, what, latest[name] - value, "<=",
                                  cfg.max_drop_vs_latest))  # fmt: skip
     if report and cfg.min_pretraining_gain is not None:
-        checks.append(pretraining_gain(report, cfg.min_pretraining_gain))
+        checks.append(pretraining_gain(report, cfg.min_pretraining_gain, cfg.claim))
     return {"passed": all(c["passed"] for c in checks), "checks": checks, "metrics": product}
 
 

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The primary claim (gate.claim) -> the report's interval of the average gain it reads
+CLAIMS = {"pooled": "gain_pretraining", "datasets": "gain_pretraining_across_datasets"}
+
 
 def summarize(values: Sequence[float]) -> dict:
     """Mean and sample standard deviation (ddof=1; None for a single run)."""

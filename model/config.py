@@ -104,9 +104,11 @@ class PretrainConfig(Strict):
 class FinetuneConfig(Strict):
     lm_coef: float = Field(0.5, ge=0)  # lambda in L3 = L2 + lambda * L1; 0 is the ablation
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: no-pretraining ablation
-    epochs: int = Field(3, gt=0)
+    # at most; with a tune split, early stopping ends a run `patience` epochs after its best
+    epochs: int = Field(20, gt=0)
+    patience: int = Field(2, gt=0)
     batch_size: int = Field(16, gt=0)
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-4, gt=0)  # a run's lr: the study's grid (study.lrs) chooses it
     warmup_ratio: float = Field(0.002, ge=0, le=1)
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, ge=0)

@@ -122,12 +122,14 @@ def finetune(
     tune: Sequence[Example] | None = None,
     metric: str | None = None,
 ) -> dict:
-    """Train `model` in place for cfg.epochs; returns the final dev metrics (none when
-    `dev` is None: the study scores its held-out split itself, after every run).
+    """Train `model` in place for at most cfg.epochs; returns the final dev metrics (none
+    when `dev` is None: the study scores its held-out split itself, after every run).
 
-    With a `tune` split (carved from train, never the reported one), the epoch whose
-    tune `metric` is best is kept (early stopping): its weights are restored at the end,
-    and the result adds `tune/<metric>`, `best_epoch` and `tune_curve` (every epoch's).
+    With a `tune` split (carved from train, never the reported one), training stops early
+    once `cfg.patience` epochs pass without a better tune `metric`; the best epoch's weights
+    are restored at the end, and the result adds `tune/<metric>`, `best_epoch`, `epochs`
+    (run), `steps` (optimizer steps run) and `tune_curve` (every epoch's). cfg.epochs is a
+    cap, and the schedule decays over it: a run that reaches it is flagged by the report.
     """
     device = resolve_device(cfg.device)
     model.to(device).train()
@@ -168,6 +170,8 @@ def finetune(
                 best = (score, epoch + 1, copy.deepcopy(model.state_dict()))
             if log:
                 log({f"tune/{metric}": score}, step)
+            if epoch + 1 - best[1] >= cfg.patience:
+                break
         elif dev is not None:
             dev_metrics = {f"dev/{k}": v for k, v in evaluate(model, dev, pad_id, device).items()}
             if log:
@@ -177,5 +181,13 @@ def finetune(
         model.load_state_dict(best[2])
         if dev is not None:
             dev_metrics = {f"dev/{k}": v for k, v in evaluate(model, dev, pad_id, device).items()}
-        dev_metrics.update({f"tune/{metric}": best[0], "best_epoch": best[1], "tune_curve": curve})
+        dev_metrics.update(
+            {
+                f"tune/{metric}": best[0],
+                "best_epoch": best[1],
+                "epochs": len(curve),
+                "steps": step,
+                "tune_curve": curve,
+            }
+        )
     return dev_metrics

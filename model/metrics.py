@@ -34,31 +34,18 @@ def compute(logits: np.ndarray, gold: np.ndarray, regression: bool) -> dict[str,
     return classification_metrics(logits.argmax(-1), gold.astype(int))
 
 
-def confusion(logits: np.ndarray, gold: np.ndarray, n: int) -> np.ndarray:
-    from sklearn.metrics import confusion_matrix
-
-    return confusion_matrix(gold, logits.argmax(-1), labels=list(range(n)))
-
-
-def constant_prediction(train_gold: np.ndarray, regression: bool) -> int | float:
-    """The trivial baseline's one prediction: the most common training label (or choice
-    index); for regression the mean training score (any constant correlates 0)."""
+def constant_prediction(gold: np.ndarray, regression: bool) -> int | float:
+    """The trivial baseline's one prediction, the best constant on the rows scored: their
+    most common label (or choice index); for regression their mean score (any constant
+    correlates 0)."""
     if regression:
-        return float(np.mean(train_gold))
-    values, counts = np.unique(train_gold, return_counts=True)
+        return float(np.mean(gold))
+    values, counts = np.unique(gold, return_counts=True)
     return int(values[counts.argmax()])
 
 
-def majority_baseline(train_gold: np.ndarray, dev_gold: np.ndarray) -> float:
-    """Accuracy on dev of always predicting the most common training label."""
-    return float(np.mean(dev_gold == constant_prediction(train_gold, False)))
-
-
-def trivial_baseline(train_gold: np.ndarray, dev_gold: np.ndarray, regression: bool) -> dict:
-    """Every metric of a constant predictor: the most common training label (or choice
-    index); for regression, any constant score (correlations 0)."""
+def trivial_baseline(gold: np.ndarray, regression: bool) -> dict:
+    """Every metric of the best constant predictor on the rows scored (`gold`)."""
     if regression:  # a constant has no correlation with anything
         return {"pearson": 0.0, "spearman": 0.0}
-    return classification_metrics(
-        np.full(len(dev_gold), constant_prediction(train_gold, False)), dev_gold
-    )
+    return classification_metrics(np.full(len(gold), constant_prediction(gold, False)), gold)

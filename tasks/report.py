@@ -10,7 +10,7 @@ from genpt.params import Params
 
 
 def run(params: Params) -> dict:
-    summary = summarize_study(load_study(params))
+    summary = summarize_study(load_study(params), claim=params.gate.claim)
     text = markdown(summary, params)
     with atomic_dir(artifacts.report(params)) as d:
         write_json(d / artifacts.report_metrics.name, summary)

@@ -38,6 +38,8 @@ def genpt(art: Path, *args: str) -> subprocess.CompletedProcess:
         "pretrain.eval_batches=1",
         "finetune.epochs=1",
         "finetune_by_dataset.authors.max_train_examples=16",
+        "study.seeds=[1]",
+        "study.lrs=[1.0e-3]",
     ]
     flags, cmd = [a for a in args if a == "-v"], [a for a in args if a != "-v"]
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}

@@ -1,4 +1,5 @@
-"""Fine-tuning on a real labelled set (data/finetune/authors), save/reload, metrics."""
+"""Fine-tuning on a real labelled set (data/finetune/authors), save/reload, metrics, early
+stopping, the trivial baseline of the rows scored."""
 
 import json
 
@@ -15,6 +16,8 @@ from model.tokenizer import load_tokenizer, special_ids
 from tasks import evaluate, finetune
 from tests.conftest import ROOT, copy_tokens, tiny
 
+ONE_RUN = ["study.seeds=[1]", "study.lrs=[1.0e-3]", "study.report_rows=100"]  # one model
+
 
 def test_tiny_finetune_beats_majority_and_reloads_identically(tokens, tmp_path):
     copy_tokens(tokens, tmp_path)
@@ -22,15 +25,15 @@ def test_tiny_finetune_beats_majority_and_reloads_identically(tokens, tmp_path):
         ROOT / "params.yaml",
         tiny(
             tmp_path,
+            *ONE_RUN,
             "finetune.init=scratch",
-            "finetune.lr=1e-3",
             "finetune.epochs=3",
             "finetune.max_len=96",
-            "finetune_by_dataset.authors={}",  # all 1,272 rows, not the default 300-label budget
+            "finetune_by_dataset.authors={}",  # the whole pool, not the default 300 labels
         ),
     )
     m = finetune.run(p, "authors")
-    assert m["dev/accuracy"] > m["dev/majority_baseline"] + 0.10, m
+    assert m["fit"] == round(0.8 * (1272 - 100)) and m["lr"] == 1e-3
 
     out = tmp_path / "finetune" / "authors"
     model, meta = TaskModel.load(out)
@@ -45,12 +48,13 @@ def test_tiny_finetune_beats_majority_and_reloads_identically(tokens, tmp_path):
     )
     logits = predict(model, dev, special_ids(tok)["pad"])
     gold = np.array([e.label for e in dev])
-    assert metrics.compute(logits, gold, False)["accuracy"] == m["dev/accuracy"]
     again = predict(TaskModel.load(out)[0], dev, special_ids(tok)["pad"])
     assert np.array_equal(logits, again)
 
     ev = evaluate.run(p, "authors")
-    assert ev["accuracy"] == m["dev/accuracy"]
+    assert ev["accuracy"] == metrics.compute(logits, gold, False)["accuracy"]
+    majority = max(np.mean(gold == c) for c in range(4))
+    assert ev["accuracy"] > majority + 0.10, ev
     assert (tmp_path / "live" / "evaluate" / "authors" / "plots" / "sklearn").exists()
 
 
@@ -59,6 +63,7 @@ def test_lm_coef_zero_is_the_ablation(tokens, tmp_path):
     copy_tokens(tokens, tmp_path)
     common = tiny(
         tmp_path,
+        *ONE_RUN,
         "finetune.init=scratch",
         "finetune.max_train_examples=32",
         "finetune.epochs=1",
@@ -100,16 +105,17 @@ def test_predict_pads_batches_with_different_choice_counts():
     assert missing_choice(logits).tolist() == missing and np.isfinite(logits).all()
 
 
-def test_max_dev_examples_scores_one_seeded_sample_in_finetune_and_evaluate(tokens, tmp_path):
-    """finetune.max_dev_examples (quick runs): finetune's dev metrics and evaluate's come
-    from the same seeded sample of dev rows, and predictions.json holds just those rows."""
+def test_max_dev_examples_scores_one_seeded_sample_with_its_own_baseline(tokens, tmp_path):
+    """finetune.max_dev_examples (quick runs): evaluate scores a seeded sample of dev rows,
+    predictions.json holds just those rows, and the trivial baseline is the best constant
+    on them: their majority, not the training sample's."""
     copy_tokens(tokens, tmp_path)
-    over = ["finetune.init=scratch", "finetune.epochs=1", "finetune.max_dev_examples=40"]
+    over = [*ONE_RUN, "finetune.init=scratch", "finetune.epochs=1", "finetune.max_dev_examples=40"]
     over += ["finetune_by_dataset.snli.max_train_examples=16"]
     p = load_params(ROOT / "params.yaml", tiny(tmp_path, *over))
-    m = finetune.run(p, "snli")
+    finetune.run(p, "snli")
     ev = evaluate.run(p, "snli")
-    assert ev["examples"] == 40 and ev["accuracy"] == m["dev/accuracy"]
+    assert ev["examples"] == 40
     labels = p.dataset("snli").labels
     want = [
         labels.index(r["label"])
@@ -117,3 +123,43 @@ def test_max_dev_examples_scores_one_seeded_sample_in_finetune_and_evaluate(toke
     ]
     got = json.loads(artifacts.eval_predictions(p, "snli").read_text())
     assert got["gold"] == want and len(got["pred"]) == 40
+    values, counts = np.unique(want, return_counts=True)
+    assert got["baseline"] == values[counts.argmax()]
+
+
+def test_baseline_is_the_scored_rows_majority_not_the_training_samples():
+    train_gold, scored = np.array([0, 0, 0, 1]), np.array([1, 1, 0, 2, 1])
+    assert metrics.constant_prediction(scored, False) == 1
+    assert metrics.trivial_baseline(scored, False)["accuracy"] == 0.6
+    assert metrics.constant_prediction(train_gold, False) != 1  # the old baseline's choice
+
+
+def test_early_stopping_runs_past_three_epochs_then_stops_after_the_patience(monkeypatch):
+    """A small synthetic task whose tune score peaks late (epoch 6): training goes on past
+    the old fixed 3 epochs, stops `patience` epochs after the best, and keeps its weights."""
+    from model import finetune as ft
+    from model.config import FinetuneConfig, ModelConfig
+    from model.finetune import Example
+    from model.gpt import build_lm
+
+    sp = {"start": 1, "delim": 2, "extract": 3, "pad": 4, "eot": 0}
+    torch.manual_seed(0)
+    lm = build_lm(ModelConfig(preset="tiny", dropout=0.0), 32, sp)
+    model = TaskModel(lm, "classification", 2)
+    rng = np.random.default_rng(0)
+    data = [Example([[1, *rng.integers(5, 32, 6).tolist(), 3]], int(i % 2)) for i in range(32)]
+    scores = iter([0.50, 0.55, 0.60, 0.62, 0.65, 0.70, 0.69, 0.68, 0.71, 0.72])
+    weights = []  # the head after each epoch's training, in the order evaluated
+    real = ft.evaluate
+
+    def scripted(m, examples, pad, device=None):
+        weights.append(m.head.weight.detach().clone())
+        real(m, examples, pad, device)  # the real scoring runs too
+        return {"accuracy": next(scores)}
+
+    monkeypatch.setattr(ft, "evaluate", scripted)
+    cfg = FinetuneConfig(epochs=20, patience=2, lr=1e-3, batch_size=8)
+    r = ft.finetune(model, data, None, cfg, 4, seed=0, tune=data[:8], metric="accuracy")
+    assert (r["best_epoch"], r["epochs"], r["steps"]) == (6, 8, 8 * 4)
+    assert r["tune_curve"] == [0.50, 0.55, 0.60, 0.62, 0.65, 0.70, 0.69, 0.68]
+    assert torch.equal(model.head.weight, weights[5])  # epoch 6's weights restored

@@ -53,8 +53,8 @@ def write_study(art, values=FIXED, baseline=0.25, zero_shot=None):
     for name, arms in values.items():
         metric = METRICS[name]
         for k, (arm, xs) in enumerate(arms.items()):
-            runs = [{"seed": i + 1, "report": {metric: x}, "best_epoch": 2,
-                     "pred": predictions(name, x, 10 * k + i).tolist()}
+            runs = [{"seed": i + 1, "report": {metric: x}, "best_epoch": 2, "epochs": 4,
+                     "steps": 60, "pred": predictions(name, x, 10 * k + i).tolist()}
                     for i, x in enumerate(xs)]  # fmt: skip
             s = {
                 "metric": metric,
@@ -62,10 +62,10 @@ def write_study(art, values=FIXED, baseline=0.25, zero_shot=None):
                 "gold": gold_of(name).tolist(),
                 "examples": {"report": N},
                 "lr": 5e-4,
-                "epochs": 3,
-                "grid": {"lrs": [5e-4, 2e-3], "epochs": [3]},
+                "grid": {"lrs": [5e-4, 2e-3], "max_epochs": 20, "patience": 2},
                 "search": [
-                    {"lr": lr, "epochs": 3, "tune_curve": [0.5, 0.6, 0.55]} for lr in (5e-4, 2e-3)
+                    {"lr": lr, "epochs": 4, "tune_curve": [0.5, 0.6, 0.55, 0.5]}
+                    for lr in (5e-4, 2e-3)
                 ],  # fmt: skip
                 "runs": runs,
             }
@@ -77,7 +77,8 @@ def write_study(art, values=FIXED, baseline=0.25, zero_shot=None):
 
 
 def params_for(art):
-    p = load_params(ROOT / "params.yaml", [f"paths.artifacts={art}"])
+    arms = "study.arms={no_aux: {init: pretrained, lm_coef: 0.0}, scratch: {init: scratch}}"
+    p = load_params(ROOT / "params.yaml", [f"paths.artifacts={art}", arms])
     return p.model_copy(update={"datasets": {n: p.datasets[n] for n in FIXED}})
 
 
@@ -172,27 +173,27 @@ def test_a_one_seed_arm_shows_no_spread(tmp_path):
     assert "| gain of aux LM (full − no_aux), 95% CI | +2.5 | +4.0 | +1.0 |" in md  # no interval
 
 
-def test_tuning_choices_are_reported_and_edges_flagged():
-    grid = {"lrs": [2.5e-4, 1e-3, 4e-3], "epochs": [3, 6]}
-    search = [{"lr": lr, "epochs": e, "tune_curve": [0.5] * e} for lr in grid["lrs"]
-              for e in grid["epochs"]]  # fmt: skip
-    scratch = {"lr": 2.5e-4, "epochs": 6, "grid": grid, "search": search,
-               "runs": [{"best_epoch": 6}, {"best_epoch": 4}]}  # fmt: skip
-    full = {"lr": 1e-3, "epochs": 3, "grid": grid, "search": search, "runs": [{"best_epoch": 3}]}
+def test_tuning_choices_are_reported_and_edges_and_capped_runs_flagged():
+    grid = {"lrs": [2.5e-4, 1e-3, 4e-3], "max_epochs": 6, "patience": 2}
+    search = [{"lr": lr, "tune_curve": [0.5] * 4} for lr in grid["lrs"]]
+
+    def run(best, epochs):
+        return {"best_epoch": best, "epochs": epochs, "steps": 15 * epochs}
+
+    scratch = {"lr": 2.5e-4, "grid": grid, "search": search, "runs": [run(6, 6), run(4, 6)]}
+    full = {"lr": 1e-3, "grid": grid, "search": search, "runs": [run(3, 5)]}
     t = ablation_report.tuning({"full": full, "scratch": scratch})
-    assert t["full"]["flags"] == []  # 3 epochs is not the grid's most
-    assert t["full"]["tune_curves"]["lr 0.004, 6 epochs"] == [0.5] * 6
+    assert t["full"]["flags"] == []  # stopped 2 epochs after its best, before the cap
+    assert t["full"]["tune_curves"]["lr 0.004"] == [0.5] * 4
     assert t["scratch"]["flags"] == [
         "lr 0.00025 on the low edge of [0.00025, 0.001, 0.004]",
-        "best epoch = the grid's most epochs (6) in 1 of 2",
+        "best epoch = its last (the cap, 6) in 1 of 2 runs: still learning",
     ]
-    scratch.update(lr=1e-3, runs=[{"best_epoch": 5}])
+    scratch.update(lr=1e-3, runs=[run(5, 6)])  # at the cap, but past its best: not flagged
     assert ablation_report.tuning({"scratch": scratch})["scratch"]["flags"] == []
-    scratch.update(lr=2.5e-4, runs=[{"best_epoch": 6}, {"best_epoch": 4}])
     md = "\n".join(ablation_report.tuning_lines({"datasets": {"sst2": {"tuning": t}}}))
-    assert (
-        "| sst2 | scratch | 0.00025 (0.00025, 0.001, 0.004) | 6 (3, 6) | 6, 4 | lr 0.00025 on" in md
-    )
+    want = "| sst2 | scratch | 0.00025 (0.00025, 0.001, 0.004) | 6/6/90, 4/6/90 | lr 0.00025 on"
+    assert want in md
 
 
 def test_gain_across_datasets_by_hand():

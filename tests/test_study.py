@@ -1,6 +1,7 @@
-"""The ablation study stage (tasks/study.py, genpt/arms.py): a tiny end-to-end study and
-report, the protocol (held-out rows read once, at the end; dev never), the same grid for
-every arm, zero-shot multiple choice; and the dvc.yaml matrix's incrementality."""
+"""The ablation study (tasks/study.py, tasks/finetune.py, genpt/arms.py): a tiny end-to-end
+study and report, the protocol (held-out rows read once, at the end; dev never), the same
+lrs and early stopping for every arm, the product as the `full` arm's first model,
+zero-shot multiple choice; and the dvc.yaml matrix's incrementality."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ import pytest
 
 from genpt import arms
 from genpt.params import load_params
-from tasks import pretrain, report, study
+from model.finetune import encode, predict
+from model.task_model import TaskModel
+from model.tokenizer import load_tokenizer, special_ids
+from tasks import finetune, pretrain, report, study
 from tests.conftest import ROOT, copy_tokens
 
 
 @pytest.fixture(scope="module")
 def tiny_study(tokens, tmp_path_factory):
-    """30 pre-training steps, then every arm on `authors` and `arc` over 2 seeds."""
+    """30 pre-training steps, then the product (`full`, stage finetune) and every other arm
+    on `authors` and `arc` over 2 seeds."""
     art = tmp_path_factory.mktemp("study") / "artifacts"
     copy_tokens(tokens, art)
     sets = [
@@ -35,10 +40,12 @@ def tiny_study(tokens, tmp_path_factory):
         "pretrain.eval_batches=2",
         "pretrain.warmup_steps=5",
         "finetune.max_train_examples=40",
+        "finetune.epochs=4",
+        "finetune.patience=1",
         "study.seeds=[1, 2]",
         "study.lrs=[1.0e-3, 3.0e-3]",
-        "study.epochs=[1, 2]",
         "study.report_rows=60",
+        "study.arms={no_aux: {init: pretrained, lm_coef: 0.0}, scratch: {init: scratch}}",
         "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
         "dev: data/finetune/arc/dev.jsonl}",  # in data/, not a default: 3 to 5 choices
         "finetune_by_dataset.arc={}",  # both: the finetune section's 40 rows
@@ -51,7 +58,11 @@ def tiny_study(tokens, tmp_path_factory):
     }
     p = p.model_copy(update={"datasets": datasets})
     pretrain.run(p)
-    out = {(n, a): study.run(p, n, a) for n in p.datasets for a in p.study.arms}
+    out = {}
+    for n in p.datasets:
+        finetune.run(p, n)  # the product: the `full` arm, its first seed's model saved
+        out[n, "full"] = json.loads(p.artifacts("study", n, "full.json").read_text())
+        out |= {(n, a): study.run(p, n, a) for a in p.study.arms}
     return p, out, report.run(p)
 
 
@@ -66,23 +77,52 @@ def test_every_arm_runs_every_seed_on_the_same_splits(tiny_study):
     assert full["init"] == "pretrained" and full["lm_coef"] == 0.5
     assert out["authors", "no_aux"]["lm_coef"] == 0.0 and scratch["init"] == "scratch"
     for r in full["runs"]:
-        assert 1 <= r["best_epoch"] <= r["epochs"] and 0 <= r["report"]["accuracy"] <= 1
+        assert 1 <= r["best_epoch"] <= r["epochs"] <= 4 and 0 <= r["report"]["accuracy"] <= 1
         assert len(r["pred"]) == 60 and len(r["tune_curve"]) == r["epochs"]
+        # early stopping: a run ends at the cap or 1 epoch (the patience) after its best
+        assert r["epochs"] == 4 or r["epochs"] == r["best_epoch"] + 1
+        assert r["steps"] == r["epochs"] * 2  # 32 fit rows, batch 16
 
 
-def test_every_arm_searches_the_same_grid_on_the_tune_split(tiny_study):
+def test_every_arm_searches_the_same_lrs_on_the_tune_split(tiny_study):
     _, out, rep = tiny_study
     for arm in ("full", "no_aux", "scratch"):
         s = out["authors", arm]
-        assert [(x["lr"], x["epochs"]) for x in s["search"]] == [
-            (1e-3, 1), (1e-3, 2), (3e-3, 1), (3e-3, 2)
-        ]  # fmt: skip
+        assert [x["lr"] for x in s["search"]] == [1e-3, 3e-3]
+        assert s["grid"] == {"lrs": [1e-3, 3e-3], "max_epochs": 4, "patience": 1}
         best = max(s["search"], key=lambda x: x["tune"])  # the first best on ties
-        assert (s["lr"], s["epochs"]) == (best["lr"], best["epochs"])
-        assert all((r["lr"], r["epochs"]) == (s["lr"], s["epochs"]) for r in s["runs"])
+        assert s["lr"] == best["lr"] and all(r["lr"] == s["lr"] for r in s["runs"])
         assert s["runs"][0]["tune_curve"] == best["tune_curve"]  # seeds[0]: the search's run
         t = rep["datasets"]["authors"]["tuning"][arm]
-        assert t["lr"] == s["lr"] and len(t["tune_curves"]) == 4
+        assert t["lr"] == s["lr"] and len(t["tune_curves"]) == 2
+        assert t["steps"] == [r["steps"] for r in s["runs"]]
+
+
+def test_the_product_is_the_full_arms_first_model(tiny_study):
+    """The model finetune saved (and evaluate, gate, export, publish see) is the one the
+    study measured: its lr is the full arm's choice, and it scores the held-out rows
+    exactly as the full arm's first seed did (which trained outside them)."""
+    p, out, _ = tiny_study
+    full = out["authors", "full"]
+    model, meta = TaskModel.load(p.artifacts("finetune", "authors"))
+    assert (meta["lr"], meta["seed"]) == (full["lr"], 1) == (full["runs"][0]["lr"], 1)
+    assert meta["best_epoch"] == full["runs"][0]["best_epoch"]
+    tok = load_tokenizer(p.artifacts("finetune", "authors"))
+    _, held = arms.held_out(p, "authors")
+    rows = encode(held, "classification", tok, meta["max_len"], meta["labels"])
+    pred = predict(model, rows, special_ids(tok)["pad"]).argmax(-1).tolist()
+    assert pred == full["runs"][0]["pred"]
+
+
+def test_baseline_is_the_best_constant_on_the_rows_scored(tiny_study):
+    import numpy as np
+
+    _, out, _ = tiny_study
+    for name in ("authors", "arc"):
+        s = out[name, "full"]
+        gold = np.asarray(s["gold"])
+        best = max(np.mean(gold == c) for c in np.unique(gold))
+        assert s["baseline"] == pytest.approx(best)
 
 
 def test_label_samples_vary_with_the_seed_and_never_touch_the_held_out_rows(tiny_study):
@@ -129,10 +169,10 @@ def test_protocol_no_split_but_train_is_read_and_held_out_rows_only_at_the_end(
     again = study.run(p, "authors", "scratch")
     assert {e for e in events if e[0] == "read"} == {("read", "train")}
     kinds = [e[0] for e in events if e[0] != "read"]
-    assert kinds == ["train"] * 5 + ["predict"] * 2  # 4 grid points + 1 seed, then 2 models
+    assert kinds == ["train"] * 3 + ["predict"] * 2  # 2 lrs + 1 seed, then 2 models
     assert all(e[1] is None for e in events if e[0] == "train")  # no dev to finetune()
     assert [e[1] for e in events if e[0] == "predict"] == [60, 60]
-    assert again["protocol"][0].startswith("held out: 60 train rows (seed 0)")
+    assert again["protocol"][0].startswith(f"held out: 60 train rows (seed {p.study.report_seed})")
     assert again["protocol"][-1] == "final: 2 models scored the 60 held-out rows once"
 
     def numbers(runs):
@@ -167,7 +207,7 @@ def test_report_files_and_table(tiny_study):
 
 def test_same_seed_same_numbers(tiny_study):
     p, out, _ = tiny_study
-    again = study.run(p, "authors", "full")
+    again = study.run(p, "authors", "full")  # the product's arm, its model not saved
     assert [r["pred"] for r in again["runs"]] == [r["pred"] for r in out["authors", "full"]["runs"]]
     assert again["search"] == out["authors", "full"]["search"]
 
@@ -175,6 +215,8 @@ def test_same_seed_same_numbers(tiny_study):
 def test_unknown_arm_is_refused(tiny_study):
     with pytest.raises(ValueError, match="unknown arm 'nope'"):
         study.run(tiny_study[0], "authors", "nope")
+    with pytest.raises(ValueError, match="arms.full: built in, the product"):
+        load_params(ROOT / "params.yaml", ["study.arms={full: {init: pretrained}}"])
 
 
 def _dvc(ws, *args) -> str:
