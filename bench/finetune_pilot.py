@@ -45,7 +45,7 @@ def main() -> None:
 
     params = load_params(args.params)
     ds = params.dataset(args.dataset)
-    pool, _ = held_out(params, args.dataset)  # never the report's held-out rows
+    pool = held_out(params, args.dataset).pool  # never the report's held-out rows
     fit_rows, tune_rows, rest = budget_split(
         pool, args.budget, params.study.tune_fraction, params.seed
     )

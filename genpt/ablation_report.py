@@ -56,6 +56,14 @@ def gain(a: dict, b: dict, level: float) -> dict:
     return bootstrap.gain(a["metric"], np.asarray(a["gold"]), *preds, level=level)
 
 
+def _dropped(dropped: dict | None) -> str:
+    """', N more left out as not clean (why: count, ...)' for the split's description."""
+    if not dropped:
+        return ""
+    why = ", ".join(f"{k}: {v}" for k, v in dropped.items())
+    return f", {sum(dropped.values())} more left out as not clean ({why})"
+
+
 def _mean_std(values: list[float]) -> dict:
     s = summarize(values)
     return {"mean": s["mean"], "std": s["std"], "n": s["n"]}
@@ -121,7 +129,8 @@ def summarize_study(
         scores = {arm: points(s) for arm, s in arms.items()}
         d = {
             "metric": first["metric"],
-            "split": f"held out: {first['examples']['report']} train rows",
+            "split": f"held out: {first['examples']['report']} train rows"
+            + _dropped(first["examples"].get("dropped")),
             "baseline": 100 * first["baseline"],
             "arms": {arm: _mean_std(x) for arm, x in scores.items()},
             "tuning": tuning(arms),

@@ -28,6 +28,9 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from genpt import artifacts, artifacts_check
+from genpt.errors import GenptError
+from genpt.ingest.corpus import iter_documents
+from genpt.ingest.leakage import near_duplicates
 from genpt.ingest.loaders import load_split, subsample
 from genpt.params import Params
 from model import metrics as M
@@ -44,17 +47,41 @@ def carve(rows: list, n: int, seed: int) -> tuple[list, list]:
     return [rows[i] for i in sorted(order[n:])], [rows[i] for i in sorted(order[:n])]
 
 
-def held_out(params: Params, name: str) -> tuple[list, list]:
-    """(pool, report): train split into the rows label budgets draw from and the rows the
-    report scores (`study.report_rows`, carved with `study.report_seed`)."""
-    rows, n = load_split(params.dataset(name), "train"), params.study.report_rows
+class Split(NamedTuple):
+    pool: list  # the rows label budgets draw from
+    report: list  # the rows the report scores
+    dropped: dict  # why -> how many held-out rows were left out as not clean
+
+
+def held_out(params: Params, name: str) -> Split:
+    """Train split into the label pool and the rows the report scores (`study.report_rows`,
+    carved with `study.report_seed`). A held-out row that (nearly) repeats a pool row or a
+    corpus text (genpt/ingest/leakage.py) is dropped and counted, or, with
+    study.report_leaks `fail`, refused before any training."""
+    ds, study, v = params.dataset(name), params.study, params.validation
+    rows, n = load_split(ds, "train"), study.report_rows
     budget = params.finetune_for(name).max_train_examples or 1
     if len(rows) - n < max(budget, 2):
         raise ValueError(
             f"datasets.{name}: train has {len(rows)} rows; study.report_rows={n} leaves "
             f"{len(rows) - n} for a label budget of {budget} (lower one of them)"
         )
-    return carve(rows, n, params.study.report_seed)
+    pool, report = carve(rows, n, study.report_seed)
+    docs = (d.text for d in iter_documents(params.paths.corpus, params.corpus, strict=False))
+    why = near_duplicates(report, pool, ds.task_type, docs, v.leak_ngram, v.leak_ngram_share)
+    if study.report_leaks == "fail" and any(why):
+        line = {id(r): i for i, r in enumerate(rows, start=1)}
+        bad = [f"row {line[id(r)]}: {w}" for r, w in zip(report, why, strict=True) if w]
+        raise GenptError(
+            f"{ds.train}: {len(bad)} of the {n} rows held out for the report are not clean "
+            f"(study.report_leaks: fail; `drop` leaves them out): " + "; ".join(bad[:5])
+            + ("; ..." if len(bad) > 5 else "")
+        )
+    dropped = {}
+    for w in filter(None, why):
+        key = w.split(":")[0] if "%" in w else w  # the n-gram shares, as one reason
+        dropped[key] = dropped.get(key, 0) + 1
+    return Split(pool, [r for r, w in zip(report, why, strict=True) if not w], dropped)
 
 
 def budget_split(pool: list, n: int | None, tune_fraction: float, seed: int):
@@ -80,8 +107,10 @@ def run_arm(params: Params, name: str, arm_name: str) -> ArmRun:
     over = {"init": arm.init} | ({} if arm.lm_coef is None else {"lm_coef": arm.lm_coef})
     over = {} if arm_name == "full" else over  # the product: the finetune section as it is
     cfg = params.finetune_for(name).model_copy(update=over)
-    pool, report_rows = held_out(params, name)
-    protocol = [f"held out: {len(report_rows)} train rows (seed {study.report_seed}), sealed"]
+    pool, report_rows, dropped = held_out(params, name)
+    left_out = f", {sum(dropped.values())} left out as not clean {dropped}" if dropped else ""
+    protocol = [f"held out: {len(report_rows)} train rows (seed {study.report_seed}{left_out}), "
+                "sealed"]  # fmt: skip
 
     pretrained, tokenizer = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
     zero_shot = arm_name == "full" and study.zero_shot and ds.task_type == "multiple_choice"
@@ -152,6 +181,7 @@ def run_arm(params: Params, name: str, arm_name: str) -> ArmRun:
             "tune": len(first[1]),
             "report": len(report),
             "pool": len(pool),
+            "dropped": dropped,
         },  # fmt: skip
         "baseline": M.trivial_baseline(gold, regression)[metric],
         "gold": gold.tolist(),

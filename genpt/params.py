@@ -163,6 +163,9 @@ class StudyConfig(Strict):
     # with report_seed before anything else, read only after every run has trained.
     report_rows: int = Field(500, gt=0)
     report_seed: int = 1  # 0 until 2026-12-07 (its rows were seen while choosing a grid)
+    # a held-out row that (nearly) repeats a label-pool row or a corpus text: `drop` it from
+    # the report rows (counted in the report) or `fail` (validate.leak_ngram/_share: "nearly")
+    report_leaks: Literal["drop", "fail"] = "drop"
     # the arms compared with the product, `full` (stage finetune@NAME); one stage each
     arms: dict[str, ArmConfig] = {"scratch": ArmConfig(init="scratch")}
     zero_shot: bool = True  # multiple choice: rank answers by the pre-trained LM alone

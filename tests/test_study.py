@@ -108,7 +108,7 @@ def test_the_product_is_the_full_arms_first_model(tiny_study):
     assert (meta["lr"], meta["seed"]) == (full["lr"], 1) == (full["runs"][0]["lr"], 1)
     assert meta["best_epoch"] == full["runs"][0]["best_epoch"]
     tok = load_tokenizer(p.artifacts("finetune", "authors"))
-    _, held = arms.held_out(p, "authors")
+    held = arms.held_out(p, "authors").report
     rows = encode(held, "classification", tok, meta["max_len"], meta["labels"])
     pred = predict(model, rows, special_ids(tok)["pad"]).argmax(-1).tolist()
     assert pred == full["runs"][0]["pred"]
@@ -127,7 +127,7 @@ def test_baseline_is_the_best_constant_on_the_rows_scored(tiny_study):
 
 def test_label_samples_vary_with_the_seed_and_never_touch_the_held_out_rows(tiny_study):
     p = tiny_study[0]
-    pool, held = arms.held_out(p, "authors")
+    pool, held, dropped = arms.held_out(p, "authors")
     assert len(held) == 60 and len(pool) == 1272 - 60
     held_ids = {id(r) for r in held}
     budgets = []
@@ -255,3 +255,45 @@ def test_changing_one_arm_reruns_only_its_stages_and_the_report(tmp_path):
     changed = set(json.loads(_dvc(ws, "status", "--json")))
     arms = {f"study@{d}-scratch" for d in load_params(ROOT / "params.yaml").datasets}
     assert changed == arms | {"report", "publish"}  # publish ships all of params.yaml
+
+
+def test_held_out_rows_that_repeat_the_pool_or_the_corpus_are_found(tmp_path):
+    """Near-duplicates of report rows, planted in the label pool (a phrase inside a pool
+    row, the same text in other case and punctuation, most of the words) and in the corpus,
+    are dropped and counted, or refused naming file, row and rule."""
+    rows = [{"text": f"row {i} says {' '.join(f'w{i}x{j}' for j in range(12))}",
+             "label": "a" if i % 2 else "b"} for i in range(40)]  # fmt: skip
+    p = load_params(ROOT / "params.yaml", [
+        f"datasets={{t: {{task_type: classification, train: {tmp_path / 'train.jsonl'}, "
+        f"dev: {tmp_path / 'train.jsonl'}, labels: [a, b]}}}}",
+        "finetune_by_dataset={t: {max_train_examples: 4}}",
+        f"paths.corpus=[{tmp_path / 'corpus.txt'}]", f"corpus.root={tmp_path}",
+        "study.report_rows=10",
+    ])  # fmt: skip
+
+    def write(rows, corpus=""):
+        (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp_path / "corpus.txt").write_text("Some unrelated prose for the corpus. " + corpus)
+
+    write(rows)
+    clean = arms.held_out(p, "t")
+    assert len(clean.report) == 10 and clean.dropped == {}
+    r = [x["text"] for x in clean.report]
+    free = [i for i, x in enumerate(rows) if x["text"] not in r]  # pool rows, replaced below
+    planted = [dict(x) for x in rows]
+    for i, text in zip(free, [
+        f"Before it, {r[0]}, and after it.",  # report row 0 inside a pool row
+        r[1].upper() + "!",  # the same text, normalized
+        " ".join(r[2].split()[:-1] + ["changed"]),  # 7 of its 8 8-grams
+        " ".join(r[3].split()[2:6]),  # a 4-word phrase of report row 3
+    ], strict=False):  # fmt: skip
+        planted[i]["text"] = text
+    write(planted, corpus=r[4])  # the same row count: carve() holds out the same rows
+    got = arms.held_out(p, "t")
+    assert got.dropped == {"label pool: inside a pool row": 1, "label pool: the same text": 1,
+                           "label pool": 1, "label pool: holds a pool row": 1,
+                           "corpus: a text found": 1}  # fmt: skip
+    assert [x["text"] for x in got.report] == r[5:]
+    p = p.model_copy(update={"study": p.study.model_copy(update={"report_leaks": "fail"})})
+    with pytest.raises(Exception, match=r"train.jsonl: 5 of the 10 rows held out .* row \d+: "):
+        arms.held_out(p, "t")

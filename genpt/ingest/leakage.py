@@ -192,3 +192,71 @@ def leak_flags(
         "leak_corpus": int(in_corpus.sum()),
     }
     return in_train, in_corpus.tolist(), stats
+
+
+SEPARATOR = " genptrowseparator "  # a word no eval text holds: no n-gram crosses two rows
+
+
+def field_texts(records: list[dict], field: str) -> list[str]:
+    """Each record's text in `field` (`choices`: all of them, one text)."""
+    if field == "choices":
+        return [SEPARATOR.join(map(str, r.get("choices") or [])) for r in records]
+    return [str(r.get(field) or "") for r in records]
+
+
+def near_duplicates(
+    rows: list[dict],
+    pool: list[dict],
+    task_type: str,
+    corpus: Iterable[str],
+    n: int,
+    share: float,
+    min_words: int = 4,
+) -> list[str | None]:
+    """Per held-out row, why it is not clean, or None. Against the label pool, the whole row
+    as validate compares train and dev: the same text (exact or normalized), one's
+    normalized text inside the other's (min_words+ words: a phrase of a sentence, as SST-2's
+    are), or, in every field, a share of its word n-grams found in the pool's same field.
+    Against the corpus (each document of `corpus`, streamed), each text field and choice,
+    as validate's leakage check.
+    A row of two fields (entailment, similarity) repeats the pool only when both are found:
+    an SNLI premise with a new hypothesis is a new example, as in validate's rule."""
+    why: list[str | None] = [None] * len(rows)
+    keys, pool_keys = record_keys(rows, task_type), record_keys(pool, task_type)
+    exact, norm = set(pool_keys[0]), set(pool_keys[1])
+    for i, (e, k) in enumerate(zip(*keys, strict=True)):
+        if e in exact or k in norm:
+            why[i] = "label pool: the same text"
+    mine = [f" {k} " for k in keys[1]]
+    theirs = [f" {k} " for k in pool_keys[1] if len(k.split()) >= min_words]
+    everything = "\n".join(theirs)
+    ends = np.cumsum([len(t) + 1 for t in mine])
+    joined = "\n".join(mine)
+    for i, t in enumerate(mine):
+        if why[i] is None and len(t.split()) >= min_words and t in everything:
+            why[i] = "label pool: inside a pool row"
+    for t in theirs:  # a pool row inside a held-out row
+        at = joined.find(t)
+        while at >= 0:
+            i = int(np.searchsorted(ends, at, side="right"))
+            if why[i] is None and mine[i] != t:
+                why[i] = "label pool: holds a pool row"
+            at = joined.find(t, at + 1)
+    near = np.ones(len(rows), bool)  # every field found in the pool's same field
+    for f in [*TEXT_FIELDS[task_type], "choices"]:
+        mine_f, theirs_f = (field_texts(x, f) for x in (rows, pool))
+        index = EvalNgrams(mine_f, n)
+        index.mark(index.scan(SEPARATOR.join(theirs_f)))
+        shares = index.shares(mine_f)
+        known = {normalize(t) for t in theirs_f}
+        short = np.array([normalize(t) in known for t in mine_f])  # under n words: exact
+        near &= np.where(np.isnan(shares), short, np.nan_to_num(shares) >= share)
+    for i in np.flatnonzero(near):
+        if why[i] is None:
+            why[i] = f"label pool: {share:.0%}+ of the {n}-grams of every field"
+    fields = EvalNgrams(eval_texts(rows, task_type), n)
+    for doc in corpus:
+        fields.mark(fields.scan(doc))
+    in_corpus = leak_flags(rows, task_type, (set(), set()), fields, share)[1]
+    found = ["corpus: a text found" if c else None for c in in_corpus]
+    return [w or c for w, c in zip(why, found, strict=True)]
