@@ -32,6 +32,7 @@ from genpt.errors import GenptError
 from genpt.ingest.corpus import iter_documents
 from genpt.ingest.leakage import near_duplicates
 from genpt.ingest.loaders import load_split, subsample
+from genpt.ingest.splits import carve
 from genpt.params import Params
 from model import metrics as M
 from model.finetune import encode, finetune, init_lm, predict
@@ -39,12 +40,6 @@ from model.schema import is_regression, num_labels
 from model.task_model import TaskModel
 from model.tokenizer import special_ids
 from model.zeroshot import score_choices
-
-
-def carve(rows: list, n: int, seed: int) -> tuple[list, list]:
-    """(kept, carved): n rows drawn at random with `seed`, both parts in file order."""
-    order = np.random.default_rng(seed).permutation(len(rows))
-    return [rows[i] for i in sorted(order[n:])], [rows[i] for i in sorted(order[:n])]
 
 
 class Split(NamedTuple):
@@ -66,7 +61,7 @@ def held_out(params: Params, name: str) -> Split:
             f"datasets.{name}: train has {len(rows)} rows; study.report_rows={n} leaves "
             f"{len(rows) - n} for a label budget of {budget} (lower one of them)"
         )
-    pool, report = carve(rows, n, study.report_seed)
+    pool, report = carve(rows, n, study.report_seed)  # as report_split does
     docs = (d.text for d in iter_documents(params.paths.corpus, params.corpus, strict=False))
     why = near_duplicates(report, pool, ds.task_type, docs, v.leak_ngram, v.leak_ngram_share)
     if study.report_leaks == "fail" and any(why):

@@ -72,6 +72,15 @@ def validate(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
 
 
 @app.command()
+def unlabeled(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
+    """Unlabeled in-domain text for the corpus (corpus.in_domain): each dataset's label pool
+    without labels, and its `unlabeled` files; writes unlabeled/."""
+    from tasks import unlabeled as stage
+
+    _print(stage.run(_params(params, set_)))
+
+
+@app.command()
 def tokenize(params: ParamsOpt = "params.yaml", set_: SetOpt = None) -> None:
     """Train the BPE tokenizer on the corpus and write token shards."""
     from tasks import tokenize as stage

@@ -57,6 +57,12 @@ class CorpusConfig(Strict):
     text_field: str = "text"  # JSONL, Parquet, datasets: the field holding a document
     builder: str | None = None  # a `datasets` builder (json, parquet, ...) over paths.corpus
     split: str = "train"  # datasets: the split read
+    # Unlabeled in-domain text (stage `unlabeled`): each dataset's label pool (train without
+    # the held-out report rows; never dev or test) as text without labels, and the files of
+    # its `unlabeled`, join the corpus. in_domain_share: the share of the corpus's bytes they
+    # make up, the in-domain text repeated to reach it (null: as it is).
+    in_domain: bool = False
+    in_domain_share: float | None = Field(None, gt=0, lt=1)
 
 
 class DatasetConfig(Strict):
@@ -69,6 +75,7 @@ class DatasetConfig(Strict):
     holdout: int | None = Field(None, gt=0)  # dev = this many random rows of train (seed 0)
     test: str | None = None  # optional labelled held-out split: validated and leak-checked
     labels: list[str] | None = None  # class names in order; None: regression or choices
+    unlabeled: list[str] = []  # globs of text files of the dataset's domain (corpus.in_domain)
     metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] = "accuracy"
 
     @model_validator(mode="before")

@@ -10,12 +10,13 @@ intact, does nothing.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from genpt import artifacts, artifacts_check
 from genpt.bundle.manifest import sha256_file
 from genpt.ingest.corpus import iter_documents
-from genpt.ingest.token_inputs import cpu_s, inputs, manifest_of, unchanged
+from genpt.ingest.token_inputs import cpu_s, inputs, manifest_of, unchanged, unlabeled_documents
 from genpt.ingest.tokens import encode_corpus, sample
 from genpt.io import atomic_dir, write_json
 from genpt.params import Params
@@ -33,7 +34,8 @@ def run(params: Params) -> dict:
         return {"unchanged": True, "tokens": sum(s["tokens"] for s in m["train"] + m["val"])}
 
     def docs():  # bad input fails in the first pass, before BPE or encoding
-        return iter_documents(params.paths.corpus, params.corpus)
+        return itertools.chain(iter_documents(params.paths.corpus, params.corpus),
+                               unlabeled_documents(params))  # fmt: skip
 
     seen = {"documents": 0, "bytes": 0}
 

@@ -9,17 +9,32 @@ from genpt import artifacts
 from genpt.artifacts_check import token_shards
 from genpt.bundle.manifest import sha256_file
 from genpt.errors import GenptError
-from genpt.ingest.corpus import corpus_files, sha256
+from genpt.ingest.corpus import corpus_files, iter_documents, sha256
 from genpt.io import read_json
 
 FORMAT = 2  # 2: fixed-size shards, a document index, BPE on a sample
 
 
+def unlabeled_files(params) -> list[str]:
+    """The in-domain text files (stage unlabeled) that join paths.corpus, sorted."""
+    return sorted(str(f) for f in artifacts.unlabeled(params).glob("*.txt"))
+
+
+def unlabeled_documents(params):
+    """The in-domain text's documents (one per dataset), after paths.corpus's."""
+    from genpt.params import CorpusConfig
+
+    files = unlabeled_files(params)
+    cfg = CorpusConfig(root=str(artifacts.unlabeled(params)), format="text")
+    return iter_documents(files, cfg) if files else iter(())
+
+
 def inputs(params) -> dict:
     """What the outputs are a function of: the sources' sha256 and the params read."""
+    files = [*corpus_files(params.paths.corpus), *unlabeled_files(params)]
     return {
         "format": FORMAT,
-        "files": [{"path": f, "sha256": sha256(f)} for f in corpus_files(params.paths.corpus)],
+        "files": [{"path": f, "sha256": sha256(f)} for f in files],
         "val_fraction": params.paths.val_fraction,
         "corpus": params.corpus.model_dump(),
         "tokenizer": params.tokenizer.model_dump(),
