@@ -19,7 +19,7 @@ import numpy as np
 from genpt import artifacts
 from genpt.params import Params
 from model import bootstrap
-from model.ablation import CLAIMS, across_datasets, format_gain, summarize
+from model.ablation import CLAIMS, across_datasets, format_gain, labels_needed, summarize
 from model.ablation import average as average_of
 
 # GPT-1 (Radford et al. 2018), Table 5: dataset -> (full, w/o pre-training, w/o aux LM)
@@ -118,6 +118,32 @@ def primary(average: dict, claim: str) -> dict | None:
     return average.get(CLAIMS[claim])
 
 
+def efficiency(arms: dict[str, dict]) -> dict | None:
+    """The label-efficiency curve of `full` and `scratch` (study.curve beside the dataset's
+    own budget): each arm's mean ± std at each budget, and per budget N the labels scratch
+    needs to reach what full reaches with N ("labels saved": needs - N; None: more than the
+    curve's largest budget). None without a curve."""
+    if not all(a in arms and arms[a].get("curve") for a in ("full", "scratch")):
+        return None
+    out = {}
+    for a in ("full", "scratch"):
+        s, by = arms[a], {}
+        own = s["examples"]["fit"] + s["examples"]["tune"]
+        for r in s["runs"]:
+            by.setdefault(own, []).append(100 * r["report"][s["metric"]])
+        for r in s["curve"]:
+            size = min(r["budget"], s["examples"]["pool"])
+            by.setdefault(size, []).append(100 * r["report"][s["metric"]])
+        out[a] = {n: _mean_std(v) for n, v in sorted(by.items())}
+    budgets = sorted(set(out["full"]) & set(out["scratch"]))
+    means = [out["scratch"][n]["mean"] for n in budgets]
+    saved = {}
+    for n in budgets:
+        need = labels_needed(budgets, means, out["full"][n]["mean"])
+        saved[n] = {"scratch_needs": need, "saved": None if need is None else need - n}
+    return {"budgets": budgets, "arms": out, "labels_saved": saved}
+
+
 def summarize_study(
     study: dict[str, dict[str, dict]], level: float = 0.95, claim: str = "datasets"
 ) -> dict:
@@ -138,6 +164,8 @@ def summarize_study(
         for key, (a, b) in GAINS.items():
             if a in arms and b in arms:
                 d[key] = gain(arms[a], arms[b], level)
+        if curve := efficiency(arms):
+            d["label_efficiency"] = curve
         if "zero_shot" in arms.get("full", {}):
             d["zero_shot"] = 100 * arms["full"]["zero_shot"]["accuracy"]
         if paper_key(name) in PAPER:
@@ -244,8 +272,31 @@ def markdown(summary: dict, params: Params) -> str:
             *spread_lines(summary),
             "",
             *tuning_lines(summary),
+            *efficiency_lines(summary),
         ]
     )
+
+
+def efficiency_lines(summary: dict) -> list[str]:
+    """The label-efficiency table: each budget's scores and the labels scratch needs."""
+    ds = {n: d["label_efficiency"] for n, d in summary["datasets"].items()
+          if "label_efficiency" in d}  # fmt: skip
+    if not ds:
+        return []
+    lines = ["", "### Label efficiency (held-out points, mean ± std over seeds)", "",
+             "| dataset | labels N | full | scratch | scratch needs for full's score "
+             "(interpolated in log labels) |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, e in ds.items():
+        for n in e["budgets"]:
+            f, s = e["arms"]["full"][n], e["arms"]["scratch"][n]
+            need = e["labels_saved"][n]["scratch_needs"]
+            needs = f"> {max(e['budgets'])}" if need is None else f"{need:,.0f} ({need / n:.1f}×N)"
+            lines.append(f"| {name} | {n} | {_ms(f)} | {_ms(s)} | {needs} |")
+    return lines
+
+
+def _ms(a: dict) -> str:
+    return f"{a['mean']:.1f}" + (f" ± {a['std']:.1f}" if a["n"] > 1 else "")
 
 
 def spread_lines(summary: dict) -> list[str]:
@@ -354,6 +405,42 @@ def bar_chart(summary: dict, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     fig.suptitle("Ablation: pre-training and the auxiliary LM objective")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def efficiency_chart(summary: dict, path: Path) -> None:
+    """label_efficiency.png: per dataset, full and scratch against the labels (log scale);
+    without a curve (study.curve empty), each arm's one point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = summary["datasets"]
+    fig, axes = plt.subplots(1, len(ds), figsize=(3.2 * max(1, len(ds)), 3.2), squeeze=False)
+    for ax, (name, d) in zip(axes[0], ds.items(), strict=True):
+        e = d.get("label_efficiency")
+        for arm in ("full", "scratch"):
+            if e:
+                pts = e["arms"][arm]
+                xs = list(pts)
+                ys, err = [pts[n]["mean"] for n in xs], [pts[n]["std"] or 0.0 for n in xs]
+            elif arm in d["arms"]:
+                xs, ys, err = [0], [d["arms"][arm]["mean"]], [d["arms"][arm]["std"] or 0.0]
+            else:
+                continue
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=LABELS.get(arm, arm))
+        ax.axhline(d["baseline"], color="k", lw=0.8, ls=":", label="trivial baseline")
+        if e:
+            ax.set_xscale("log")
+            ax.set_xlabel("labels")
+        ax.set_title(f"{name} ({d['metric']})", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out score (metric × 100)")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("Label efficiency: pre-trained (full) and from scratch")
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)

@@ -88,6 +88,9 @@ def budget_split(pool: list, n: int | None, tune_fraction: float, seed: int):
     return fit, tune, [r for r in pool if id(r) not in taken]
 
 
+CURVE_ARMS = ("full", "scratch")  # the label-efficiency curve's arms (study.curve)
+
+
 class ArmRun(NamedTuple):
     result: dict  # study/DATASET/ARM.json: the lr search, runs, baseline, zero-shot scores
     model: TaskModel  # seeds[0]'s model at the chosen lr: for `full`, the product
@@ -116,8 +119,9 @@ def run_arm(params: Params, name: str, arm_name: str) -> ArmRun:
     n_labels, pad = num_labels(ds.task_type, ds.labels), special_ids(tok)["pad"]
     metric, seeds = ds.metric, arm.seeds or study.seeds
 
-    def splits(seed: int) -> tuple[list, list]:  # (fit, tune) examples of the seed's budget
-        fit, tune, _ = budget_split(pool, cfg.max_train_examples, study.tune_fraction, seed)
+    def splits(seed: int, budget: int | None = cfg.max_train_examples) -> tuple[list, list]:
+        """(fit, tune) examples of the seed's label budget"""
+        fit, tune, _ = budget_split(pool, budget, study.tune_fraction, seed)
         return tuple(encode(r, ds.task_type, tok, max_len, ds.labels) for r in (fit, tune))
 
     def train(seed: int, lr: float, data: tuple) -> tuple[dict, TaskModel]:
@@ -147,6 +151,11 @@ def run_arm(params: Params, name: str, arm_name: str) -> ArmRun:
     del grid  # the other lrs' models
     runs = [(best_run, best_model)] + [train(s, lr, splits(s)) for s in seeds[1:]]
     protocol.append(f"design: seeds {seeds[1:]} at the chosen lr" if seeds[1:] else "")
+    curve = []  # the label-efficiency curve: other budgets, every seed, the chosen lr
+    for budget in study.curve if arm_name in CURVE_ARMS else []:
+        curve += [(train(s, lr, splits(s, budget)), budget) for s in seeds]
+    if curve:
+        protocol.append(f"design: budgets {study.curve} x seeds {seeds} at the chosen lr")
 
     # Final phase: the held-out rows are encoded and scored once, by every seed's model.
     report = encode(report_rows, ds.task_type, tok, max_len, ds.labels)
@@ -158,7 +167,10 @@ def run_arm(params: Params, name: str, arm_name: str) -> ArmRun:
         run["pred"] = (logits.reshape(-1) if regression else logits.argmax(-1)).tolist()
         print(f"{name} {arm_name}: seed {run['seed']} -> held-out {metric} "
               f"{run['report'][metric]:.4f}")  # fmt: skip
-    protocol.append(f"final: {len(runs)} models scored the {len(report)} held-out rows once")
+    for ((run, model), budget) in curve:
+        run.update(budget=budget, report=M.compute(predict(model, report, pad), gold, regression))
+    scored = len(runs) + len(curve)
+    protocol.append(f"final: {scored} models scored the {len(report)} held-out rows once")
     out = {
         "dataset": name,
         "arm": arm_name,
@@ -181,6 +193,8 @@ def run_arm(params: Params, name: str, arm_name: str) -> ArmRun:
         "baseline": M.trivial_baseline(gold, regression)[metric],
         "gold": gold.tolist(),
         "runs": [{k: v for k, v in r.items() if k != "history"} for r, _ in runs],
+        "curve": [{k: v for k, v in r.items() if k not in ("history", "tune_curve")}
+                  for (r, _), _ in curve],  # fmt: skip
     }
     if zero_shot:
         ptok, plm = init_lm("pretrained", pretrained, tokenizer, params.model)

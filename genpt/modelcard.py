@@ -188,7 +188,8 @@ optimizer steps run, fit rows):
 
 {images}
 
-{report + chr(10) * 2 + "![Ablation](report/ablation.png)" if report else "No ablation report."}
+{report + chr(10) * 2 + "![Ablation](report/ablation.png)" + chr(10) * 2
+ + "![Label efficiency](report/label_efficiency.png)" if report else "No ablation report."}
 
 {gate_section(gate) if gate else ""}
 

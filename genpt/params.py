@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -173,6 +173,9 @@ class StudyConfig(Strict):
     # a held-out row that (nearly) repeats a label-pool row or a corpus text: `drop` it from
     # the report rows (counted in the report) or `fail` (validate.leak_ngram/_share: "nearly")
     report_leaks: Literal["drop", "fail"] = "drop"
+    # The label-efficiency curve: `full` and `scratch` at these label budgets too (every
+    # seed, the lr chosen at the dataset's own budget); the report's "labels saved"
+    curve: list[Annotated[int, Field(gt=0)]] = []
     # the arms compared with the product, `full` (stage finetune@NAME); one stage each
     arms: dict[str, ArmConfig] = {"scratch": ArmConfig(init="scratch")}
     zero_shot: bool = True  # multiple choice: rank answers by the pre-trained LM alone

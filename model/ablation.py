@@ -69,3 +69,17 @@ def format_gain(g: dict | None) -> str:
     if g.get("lo") is None:
         return f"{g['mean']:+.1f}"
     return f"{g['mean']:+.1f} [{g['lo']:+.1f}, {g['hi']:+.1f}]"
+
+
+def labels_needed(budgets: Sequence[float], scores: Sequence[float], target: float):
+    """The label budget at which a learning curve (its mean score at each budget, budgets
+    ascending) first reaches `target`, interpolated linearly in log(budget); None when it
+    stays below it up to its largest budget."""
+    b, s = np.log(np.asarray(budgets, float)), np.asarray(scores, float)
+    for i in range(len(b)):
+        if s[i] >= target:
+            if i == 0:
+                return float(budgets[0])
+            w = (target - s[i - 1]) / (s[i] - s[i - 1])
+            return float(np.exp(b[i - 1] + w * (b[i] - b[i - 1])))
+    return None

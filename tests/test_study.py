@@ -45,6 +45,7 @@ def tiny_study(tokens, tmp_path_factory):
         "study.seeds=[1, 2]",
         "study.lrs=[1.0e-3, 3.0e-3]",
         "study.report_rows=60",
+        "study.curve=[16]",  # the label-efficiency curve: 16 labels beside the own 40
         "study.arms={no_aux: {init: pretrained, lm_coef: 0.0}, scratch: {init: scratch}}",
         "datasets.arc={task_type: multiple_choice, train: data/finetune/arc/train.jsonl, "
         "dev: data/finetune/arc/dev.jsonl}",  # in data/, not a default: 3 to 5 choices
@@ -71,7 +72,7 @@ def test_every_arm_runs_every_seed_on_the_same_splits(tiny_study):
     full, scratch = out["authors", "full"], out["authors", "scratch"]
     assert [r["seed"] for r in full["runs"]] == [1, 2]
     assert full["examples"] == scratch["examples"] == {
-        "fit": 32, "tune": 8, "report": 60, "pool": 1272 - 60
+        "fit": 32, "tune": 8, "report": 60, "pool": 1272 - 60, "dropped": {}
     }  # fmt: skip
     assert full["gold"] == scratch["gold"] and len(full["gold"]) == 60
     assert full["init"] == "pretrained" and full["lm_coef"] == 0.5
@@ -112,6 +113,30 @@ def test_the_product_is_the_full_arms_first_model(tiny_study):
     rows = encode(held, "classification", tok, meta["max_len"], meta["labels"])
     pred = predict(model, rows, special_ids(tok)["pad"]).argmax(-1).tolist()
     assert pred == full["runs"][0]["pred"]
+
+
+def test_label_efficiency_curve_full_and_scratch_at_other_budgets(tiny_study):
+    _, out, rep = tiny_study
+    for arm in ("full", "scratch"):
+        s = out["authors", arm]
+        got = [(r["budget"], r["seed"], r["fit"]) for r in s["curve"]]
+        assert got == [(16, 1, 13), (16, 2, 13)]
+        assert all(r["lr"] == s["lr"] and 0 <= r["report"]["accuracy"] <= 1 for r in s["curve"])
+    assert out["authors", "no_aux"]["curve"] == []  # the curve's arms: full and scratch
+    e = rep["datasets"]["authors"]["label_efficiency"]
+    assert e["budgets"] == [16, 40]
+    full = [100 * r["report"]["accuracy"] for r in out["authors", "full"]["curve"]]
+    assert e["arms"]["full"][16]["mean"] == pytest.approx(sum(full) / 2)
+    assert set(e["labels_saved"]) == {16, 40}
+    assert "### Label efficiency" in rep["markdown"]
+
+
+def test_labels_needed_interpolates_in_log_labels():
+    from model.ablation import labels_needed
+
+    assert labels_needed([100, 400], [50, 70], 60) == pytest.approx(200)  # halfway in log
+    assert labels_needed([100, 400], [50, 70], 45) == 100
+    assert labels_needed([100, 400], [50, 70], 71) is None  # beyond the curve
 
 
 def test_baseline_is_the_best_constant_on_the_rows_scored(tiny_study):
@@ -169,11 +194,12 @@ def test_protocol_no_split_but_train_is_read_and_held_out_rows_only_at_the_end(
     again = study.run(p, "authors", "scratch")
     assert {e for e in events if e[0] == "read"} == {("read", "train")}
     kinds = [e[0] for e in events if e[0] != "read"]
-    assert kinds == ["train"] * 3 + ["predict"] * 2  # 2 lrs + 1 seed, then 2 models
+    # 2 lrs + 1 seed + the curve's 2 seeds, then the 4 models
+    assert kinds == ["train"] * 5 + ["predict"] * 4
     assert all(e[1] is None for e in events if e[0] == "train")  # no dev to finetune()
-    assert [e[1] for e in events if e[0] == "predict"] == [60, 60]
+    assert [e[1] for e in events if e[0] == "predict"] == [60] * 4
     assert again["protocol"][0].startswith(f"held out: 60 train rows (seed {p.study.report_seed})")
-    assert again["protocol"][-1] == "final: 2 models scored the 60 held-out rows once"
+    assert again["protocol"][-1] == "final: 4 models scored the 60 held-out rows once"
 
     def numbers(runs):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
@@ -194,6 +220,7 @@ def test_report_files_and_table(tiny_study):
     d = p.artifacts("report")
     assert sorted(x.name for x in d.iterdir()) == [
         "ablation.png",
+        "label_efficiency.png",
         "metrics.json",
         "report.md",
         "table.json",

@@ -25,7 +25,8 @@ def _texts(records: list[dict], task_type: str) -> list[set[str]]:
     """Per record, the normalized texts of its fields and choices."""
     fields = [field_texts(records, f) for f in TEXT_FIELDS[task_type]]
     choices = [[normalize(str(c)) for c in r.get("choices") or []] for r in records]
-    return [{normalize(t[i]) for t in fields} | set(choices[i]) - {""} for i in range(len(records))]
+    return [({normalize(t[i]) for t in fields} | set(choices[i])) - {""}
+            for i in range(len(records))]  # fmt: skip
 
 
 def pool_text(ds, pool: list[dict], report: list[dict]) -> tuple[list[str], int]:
@@ -58,7 +59,9 @@ def repeats(share: float | None, task_bytes: int, corpus_bytes: int) -> int:
 
 def write(path: Path, rows: list[str], docs: Callable[[], Iterator[str]], times: int) -> int:
     """The text file of one dataset, `times` over: its rows, then its unlabeled documents
-    (streamed each time); returns its bytes."""
+    (streamed each time); returns its bytes. No text: no file."""
+    if not rows and next(docs(), None) is None:
+        return 0
     n = 0
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(times):
