@@ -134,8 +134,10 @@ def test_report_from_fixed_study_files(tmp_path):
     assert avg["paper"]["full"] == 74.7
 
     files = {p.name for p in (art / "report").iterdir()}
-    assert files == {"metrics.json", "table.json", "report.md", "ablation.png"}
-    assert (art / "report/ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert files == {"metrics.json", "table.json", "report.md", "ablation.png",
+                     "label_efficiency.png"}  # fmt: skip
+    for png in ("ablation.png", "label_efficiency.png"):
+        assert (art / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (art / "report/report.md").read_text()
     assert "| Transformer w/ aux LM (full) | 47.0 | 62.0 ± 2.0 | 32.0 ± 2.0 |" in md
     assert "| Transformer w/o pre-training | 32.0 | 52.0 ± 2.6 | 12.0 ± 2.0 |" in md
