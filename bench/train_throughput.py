@@ -32,7 +32,7 @@ SP = {"start": 1, "delim": 2, "extract": 3, "pad": 4, "eot": 0}
 
 def run(preset: str, args, device: torch.device, peak: float) -> dict:
     vocab = args.vocab
-    cfg_m = ModelConfig(preset=preset, dropout=0.0)
+    cfg_m = ModelConfig(preset=preset, dropout=0.0, n_layer=args.n_layer, n_embd=args.n_embd)
     torch.manual_seed(0)
     lm = build_lm(cfg_m, vocab, SP)
     seq = args.seq or cfg_m.shape().n_ctx
@@ -78,6 +78,9 @@ def run(preset: str, args, device: torch.device, peak: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--n-layer", type=int, default=None, help="override the preset's layers")
+    ap.add_argument("--n-embd", type=int, default=None, help="override its width (default "
+                    "recipe: --presets tiny --n-layer 4 --n-embd 128)")  # fmt: skip
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=None, help="default: the preset's context")
     ap.add_argument("--vocab", type=int, default=8192)
