@@ -36,7 +36,7 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
     for line in (
         "stages: ",
         "pre-training: val loss",
-        "datasets (metric × 100; model: the product on dev",
+        "datasets (metric × 100; each column names its model and rows",
         "gate: passed",
     ):
         assert line in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from genpt import summary
 from genpt.params import load_params
@@ -56,6 +57,11 @@ def test_render_reads_every_stage_output(tmp_path):
                                "+22.7", "[+7.6,", "+37.8]"]  # fmt: skip
     other = next(ln for ln in lines if ln.strip().startswith(names[1]))
     assert other.split()[2:] == ["–"] * 5  # not evaluated, not in the report
+    head = next(i for i, ln in enumerate(lines) if ln.strip().startswith("dataset "))
+    # each figure's model and rows, in the table itself
+    assert re.split(r"\s{2,}", lines[head].strip())[1:] == [
+        "metric", "product (dev)", "baseline (held-out)", "scratch (held-out)",
+        "full (held-out)", "gain (95% CI)"]  # fmt: skip
     assert "gate: FAILED: average full - scratch = 0.5 (needs >= 1.0)" in text
     assert lines[-1] == "published: nothing yet"
 
