@@ -371,6 +371,73 @@ def fetch(
     _print({"name": m["name"], "version": m["version"], "files": len(m["files"]), "dest": dest})
 
 
+registry_app = typer.Typer(help="The published versions in the registry (S3 or local_dir).")
+app.add_typer(registry_app, name="registry")
+TargetOpt = Annotated[str | None, typer.Option(help="auto | s3 | local (default: publish.target)")]
+
+
+@registry_app.command("list")
+def registry_list(
+    params: ParamsOpt = "params.yaml", set_: SetOpt = None, target: TargetOpt = None
+) -> None:
+    """Every published version (complete: its manifest and every file it lists), `latest`
+    marked, and how many objects no version owns (see `genpt registry gc`)."""
+    from genpt import bundle
+    from genpt.bundle.inventory import inventory
+
+    store = bundle.registry_store(_params(params, set_).publish, target)
+    inv = inventory(store)
+    typer.echo(f"{store.uri}/models ({store.kind}: {store.why})")
+    for v in inv.versions:
+        damaged = f", {v.missing} MISSING" if v.missing else ""
+        mark = "  latest" if v.latest else ""
+        typer.echo(f"  {v.name}/{v.version}  {v.created or '?'}  {v.files} files{damaged}{mark}")
+    if not inv.versions:
+        typer.echo("  no versions")
+    if inv.orphans:
+        typer.echo(
+            f"{len(inv.orphans)} object(s) outside any complete version: `genpt registry gc`"
+        )
+
+
+@registry_app.command("gc")
+def registry_gc(
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    target: TargetOpt = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="remove them (default: a dry run)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only list them (the default)")
+    ] = False,
+    min_age: Annotated[
+        float,
+        typer.Option(
+            help="seconds: keep a version's orphans younger than this (an upload "
+            "may still be running)",
+            min=0,
+        ),
+    ] = 3600,
+) -> None:
+    """The objects under models/ that no complete version owns (a failed upload's, a
+    version's unlisted files): listed, and removed with --delete."""
+    from genpt import bundle
+    from genpt.bundle.inventory import gc
+
+    if delete and dry_run:
+        raise typer.BadParameter("--delete or --dry-run, not both", param_hint="--delete")
+    store = bundle.registry_store(_params(params, set_).publish, target)
+    old, young = gc(store, delete=delete, min_age_s=min_age)
+    for k in old:
+        typer.echo(f"{'deleted' if delete else 'orphan'}  {store.uri}/{k.key}  {k.bytes} bytes")
+    verb = "deleted" if delete else "would delete (dry run; --delete removes them)"
+    typer.echo(
+        f"{len(old)} orphan object(s) {verb}, {sum(k.bytes for k in old):,} bytes"
+        + (f"; {len(young)} younger than {min_age:g} s kept" if young else "")
+    )
+
+
 stack_app = typer.Typer(help="A local S3-compatible store (SeaweedFS) for DVC and publish.")
 app.add_typer(stack_app, name="stack")
 StateOpt = Annotated[str, typer.Option(help="weed data, credentials, pid")]
