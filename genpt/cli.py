@@ -299,19 +299,22 @@ def pipeline(
 
     # the server's first start migrates its database: slow on a loaded machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.server import ephemeral_api
+    from flows.server import ephemeral_api, settle
 
     server = ephemeral_api()  # without an API URL: boots while the flow's code is imported
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.pipeline import StageFailed, WorkspaceBusy
+    from flows.pipeline import StageFailed, WorkspaceBusy, warm_up
     from flows.pipeline import pipeline as flow
+
+    if server:
+        warm_up(path.parent if own else ".")  # while the server boots
 
     if not logs.verbose():  # Prefect's lines stay in its API log; errors are printed below
         logs.console_without("prefect")
     try:
         with temporary_settings({PREFECT_API_URL: server.wait()} if server else {}):
-            out = flow(
+            state = flow(
                 preset=preset,
                 lm_coef=lm_coef,
                 steps=steps,
@@ -320,7 +323,11 @@ def pipeline(
                 force=force,
                 workspace=str(path.parent) if own else ".",
                 params_file=None if own else str(path),
+                return_state=True,
             )
+            if server:  # the server records the run's last events before it stops
+                settle(state.state_details.flow_run_id)
+        out = state.result()  # a failed run raises its error here
     except (StageFailed, WorkspaceBusy) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
