@@ -33,7 +33,7 @@ from genpt.ingest.corpus import iter_documents
 from genpt.ingest.leakage import near_duplicates
 from genpt.ingest.loaders import load_split, subsample
 from genpt.ingest.splits import carve
-from genpt.params import Params
+from genpt.params import Params, ParamsError
 from model import metrics as M
 from model.finetune import encode, finetune, init_lm, predict
 from model.schema import is_regression, num_labels
@@ -56,8 +56,8 @@ def held_out(params: Params, name: str) -> Split:
     ds, study, v = params.dataset(name), params.study, params.validation
     rows, n = load_split(ds, "train"), study.report_rows
     budget = params.finetune_for(name).max_train_examples or 1
-    if len(rows) - n < max(budget, 2):
-        raise ValueError(
+    if len(rows) - n < max(budget, 2):  # a params error, known once the split is read
+        raise ParamsError(
             f"datasets.{name}: train has {len(rows)} rows; study.report_rows={n} leaves "
             f"{len(rows) - n} for a label budget of {budget} (lower one of them)"
         )

@@ -315,19 +315,22 @@ def pipeline(
 
     # the server's first start migrates its database: slow on a loaded machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.server import ephemeral_api
+    from flows.server import ephemeral_api, settle
 
     server = ephemeral_api()  # without an API URL: boots while the flow's code is imported
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.pipeline import StageFailed, WorkspaceBusy
+    from flows.pipeline import StageFailed, WorkspaceBusy, warm_up
     from flows.pipeline import pipeline as flow
+
+    if server:
+        warm_up(path.parent if own else ".")  # while the server boots
 
     if not logs.verbose():  # Prefect's lines stay in its API log; errors are printed below
         logs.console_without("prefect")
     try:
         with temporary_settings({PREFECT_API_URL: server.wait()} if server else {}):
-            out = flow(
+            state = flow(
                 preset=preset,
                 lm_coef=lm_coef,
                 steps=steps,
@@ -336,7 +339,11 @@ def pipeline(
                 force=force,
                 workspace=str(path.parent) if own else ".",
                 params_file=None if own else str(path),
+                return_state=True,
             )
+            if server:  # the server records the run's last events before it stops
+                settle(state.state_details.flow_run_id)
+        out = state.result()  # a failed run raises its error here
     except (StageFailed, WorkspaceBusy) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -385,6 +392,73 @@ def fetch(
 
     m = stage.fetch(_params(params, set_), dest, version=version, target=target)
     _print({"name": m["name"], "version": m["version"], "files": len(m["files"]), "dest": dest})
+
+
+registry_app = typer.Typer(help="The published versions in the registry (S3 or local_dir).")
+app.add_typer(registry_app, name="registry")
+TargetOpt = Annotated[str | None, typer.Option(help="auto | s3 | local (default: publish.target)")]
+
+
+@registry_app.command("list")
+def registry_list(
+    params: ParamsOpt = "params.yaml", set_: SetOpt = None, target: TargetOpt = None
+) -> None:
+    """Every published version (complete: its manifest and every file it lists), `latest`
+    marked, and how many objects no version owns (see `genpt registry gc`)."""
+    from genpt import bundle
+    from genpt.bundle.inventory import inventory
+
+    store = bundle.registry_store(_params(params, set_).publish, target)
+    inv = inventory(store)
+    typer.echo(f"{store.uri}/models ({store.kind}: {store.why})")
+    for v in inv.versions:
+        damaged = f", {v.missing} MISSING" if v.missing else ""
+        mark = "  latest" if v.latest else ""
+        typer.echo(f"  {v.name}/{v.version}  {v.created or '?'}  {v.files} files{damaged}{mark}")
+    if not inv.versions:
+        typer.echo("  no versions")
+    if inv.orphans:
+        typer.echo(
+            f"{len(inv.orphans)} object(s) outside any complete version: `genpt registry gc`"
+        )
+
+
+@registry_app.command("gc")
+def registry_gc(
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+    target: TargetOpt = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="remove them (default: a dry run)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only list them (the default)")
+    ] = False,
+    min_age: Annotated[
+        float,
+        typer.Option(
+            help="seconds: keep a version's orphans younger than this (an upload "
+            "may still be running)",
+            min=0,
+        ),
+    ] = 3600,
+) -> None:
+    """The objects under models/ that no complete version owns (a failed upload's, a
+    version's unlisted files): listed, and removed with --delete."""
+    from genpt import bundle
+    from genpt.bundle.inventory import gc
+
+    if delete and dry_run:
+        raise typer.BadParameter("--delete or --dry-run, not both", param_hint="--delete")
+    store = bundle.registry_store(_params(params, set_).publish, target)
+    old, young = gc(store, delete=delete, min_age_s=min_age)
+    for k in old:
+        typer.echo(f"{'deleted' if delete else 'orphan'}  {store.uri}/{k.key}  {k.bytes} bytes")
+    verb = "deleted" if delete else "would delete (dry run; --delete removes them)"
+    typer.echo(
+        f"{len(old)} orphan object(s) {verb}, {sum(k.bytes for k in old):,} bytes"
+        + (f"; {len(young)} younger than {min_age:g} s kept" if young else "")
+    )
 
 
 stack_app = typer.Typer(help="A local S3-compatible store (SeaweedFS) for DVC and publish.")

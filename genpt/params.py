@@ -198,7 +198,7 @@ class StudyConfig(Strict):
         if name == "full":
             return FULL
         if name not in self.arms:
-            raise ValueError(f"unknown arm {name!r}; arms: full, {', '.join(self.arms)}")
+            raise ParamsError(f"unknown arm {name!r}; arms: full, {', '.join(self.arms)}")
         return self.arms[name]
 
     def all_arms(self) -> list[str]:
@@ -240,6 +240,31 @@ class Params(Strict):
     study: StudyConfig = StudyConfig()
     gate: GateConfig = GateConfig()
 
+    @model_validator(mode="after")
+    def _rules(self) -> Params:
+        """Rules across keys, checked here rather than when the model is built: the first
+        broken one, as `KEY: what is wrong` (see _describe)."""
+        shape = self.model.shape(check=False)
+        if shape.n_embd % shape.n_head:
+            raise ValueError(
+                f"model.n_embd: {shape.n_embd} is not divisible by model.n_head {shape.n_head} "
+                f"(preset {self.model.preset}; attention splits n_embd across the heads)"
+            )
+        if (self.pretrain.seq_len or 0) > shape.n_ctx:
+            raise ValueError(
+                f"pretrain.seq_len: {self.pretrain.seq_len} > the model's context "
+                f"n_ctx {shape.n_ctx} (preset {self.model.preset})"
+            )
+        tuned = {"finetune": self.finetune.model_dump()} | {
+            f"finetune_by_dataset.{n}": over for n, over in self.finetune_by_dataset.items()
+        }
+        for key, cfg in tuned.items():
+            if isinstance(cfg.get("max_len"), int) and cfg["max_len"] > shape.n_ctx:
+                raise ValueError(
+                    f"{key}.max_len: {cfg['max_len']} > the model's context n_ctx {shape.n_ctx}"
+                )
+        return self
+
     def finetune_for(self, name: str) -> FinetuneConfig:
         """The finetune section with dataset `name`'s overrides applied."""
         self.dataset(name)
@@ -265,6 +290,9 @@ def _describe(err: ValidationError, prefix: str = "") -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "value_error" and not e["loc"] and not prefix:  # Params._rules
+            lines.append(str(e["ctx"]["error"]))  # already `KEY: what is wrong`
+            continue
         whole = e["type"] == "extra_forbidden" or isinstance(e.get("input"), dict)
         got = "" if whole else f" (got {e.get('input')!r})"  # not a whole section
         lines.append(f"{key}: {msg}{got}")

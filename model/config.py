@@ -43,11 +43,12 @@ class ModelConfig(Strict):
     n_head: int | None = Field(None, gt=0)
     n_ctx: int | None = Field(None, gt=0)
 
-    def shape(self) -> Shape:
-        """The preset's shape with this config's overrides applied."""
+    def shape(self, check: bool = True) -> Shape:
+        """The preset's shape with this config's overrides applied (genpt's params check
+        its rules when read, naming the key; `check` repeats the one the model needs)."""
         over = {k: getattr(self, k) for k in Shape._fields if getattr(self, k) is not None}
         shape = PRESETS[self.preset]._replace(**over)
-        if shape.n_embd % shape.n_head:
+        if check and shape.n_embd % shape.n_head:
             raise ValueError(
                 f"model: n_embd {shape.n_embd} is not divisible by n_head {shape.n_head}"
             )

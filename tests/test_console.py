@@ -36,7 +36,7 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
     for line in (
         "stages: ",
         "pre-training: val loss",
-        "datasets (metric × 100; model: the product on dev",
+        "datasets (metric × 100; each column names its model and rows",
         "gate: passed",
     ):
         assert line in out, out
@@ -65,6 +65,32 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
     assert len(console) <= MAX_LINES, "\n".join(console)
     err = r.stderr
     assert "stage validate failed" in err and "authors/dev.jsonl" in err and "nobody" in err
+
+
+@pytest.mark.slow
+def test_a_no_op_pipeline_prints_its_stage_lines_and_summary_only(pipeline_run, tmp_path):
+    """`genpt pipeline` again with nothing to do, several times (the temporary server's
+    shutdown noise was intermittent): exactly one line per stage and the summary, no
+    Traceback or ERROR from the server stopping while it still records the run."""
+    ws = workspace_copy(pipeline_run, tmp_path / "ws")
+    n_stages = len(json.loads((ws / "artifacts" / "run.json").read_text())["stages"])
+    sets = [x for o in TINY for x in ("-S", o)]
+    outs = []
+    for i in range(5):
+        r = genpt_pipeline(ws, *sets)
+        outs.append(r.stdout)
+        console = (r.stdout + r.stderr).splitlines()
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not [ln for ln in console if "Traceback" in ln or "ERROR" in ln], (i, r.stderr)
+        err = r.stderr.splitlines()
+        assert err[0].startswith("params for this run: ") and len(err) == 1 + n_stages, r.stderr
+        assert all(re.fullmatch(r"\S+ +up to date +0\.0 s", ln) for ln in err[1:]), r.stderr
+        assert r.stdout.startswith(f"stages: 0 ran, {n_stages} up to date"), r.stdout
+    summary = subprocess.run(
+        [sys.executable, "-m", "genpt.cli", "status", *sets],
+        cwd=ws, env=dict(os.environ, PYTHONPATH=str(ws)), capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert outs == [summary] * len(outs)  # stdout: the summary, nothing else
 
 
 def test_known_noise_is_silenced_and_other_warnings_are_not(monkeypatch):

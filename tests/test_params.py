@@ -36,6 +36,15 @@ def test_repo_params_load():
             "pretrain={nnodes: 2, rdzv_endpoint: 'h:29400', rdzv_backend: static}",
             "rdzv_backend static needs node_rank",
         ),
+        # rules across keys, once checked only when the model was built or trained
+        ("model.n_embd=65", "params.yaml: model.n_embd: 65 is not divisible by model.n_head 4"),
+        ("model.n_head=5", "params.yaml: model.n_embd: 128 is not divisible by model.n_head 5"),
+        ("pretrain.seq_len=4096", "params.yaml: pretrain.seq_len: 4096 > the model's context"),
+        ("finetune.max_len=4096", "params.yaml: finetune.max_len: 4096 > the model's context"),
+        (
+            "finetune_by_dataset.authors.max_len=4096",
+            "params.yaml: finetune_by_dataset.authors.max_len: 4096 > the model's context",
+        ),
     ],
 )
 def test_bad_params_name_the_key(override, message):
@@ -58,10 +67,40 @@ def test_overrides_and_yaml_floats(tmp_path):
         load_params(tmp_path / "missing.yaml")
 
 
-def test_n_embd_must_divide_heads():
-    p = load_params(P, ["model.n_embd=100", "model.n_head=3"])
-    with pytest.raises(ValueError, match="not divisible"):
-        p.model.shape()
+@pytest.fixture
+def no_model_built(monkeypatch):
+    """Every way pretrain reaches an artifact or the model fails the test if taken."""
+    import tasks.pretrain as stage
+
+    class Tripwire:
+        def __call__(self, *a, **k):
+            raise AssertionError("an artifact was read or the model was built")
+
+        def __getattr__(self, name):  # artifacts_check.tokenizer(...), ...
+            return self
+
+    for name in ("build_lm", "load_tokenizer", "load_shards", "artifacts_check"):
+        monkeypatch.setattr(stage, name, Tripwire())
+
+
+def test_bad_shape_is_a_params_error_before_any_work(no_model_built, tmp_path, capsys):
+    """`genpt pretrain -S model.n_embd=65` (4 heads): one line naming the key, exit 2."""
+    from genpt import cli
+
+    art = tmp_path / "art"
+    argv = ["genpt", "pretrain", "-p", str(P), "-S", f"paths.artifacts={art}",
+            "-S", "model.n_embd=65", "-S", "model.n_head=4"]  # fmt: skip
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("sys.argv", argv)
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert err.splitlines() == [
+        f"error: {P}: model.n_embd: 65 is not divisible by model.n_head 4 "
+        "(preset tiny; attention splits n_embd across the heads)"
+    ]
+    assert not art.exists()
 
 
 def test_every_recipe_is_valid_params():

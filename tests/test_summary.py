@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from genpt import summary
 from genpt.params import load_params
@@ -52,10 +53,15 @@ def test_render_reads_every_stage_output(tmp_path):
     assert lines[0] == "stages: 1 ran, 0 up to date, 7 min 30 s"
     assert "pre-training: val loss 4.275 (perplexity 71.9), 11,277 tokens/s, MFU 47.7%" in text
     row = next(ln for ln in lines if ln.strip().startswith(first))
-    assert row.split()[1:] == [metric, "67.4", "24.0", "44.7", "±", "7.3", "67.4", "±", "3.9",
-                               "+22.7", "[+7.6,", "+37.8]"]  # fmt: skip
+    assert row.split()[1:] == [metric, "24.0", "44.7", "±", "7.3", "67.4", "±", "3.9",
+                               "+22.7", "[+7.6,", "+37.8]", "67.4"]  # fmt: skip
     other = next(ln for ln in lines if ln.strip().startswith(names[1]))
     assert other.split()[2:] == ["–"] * 5  # not evaluated, not in the report
+    head = next(i for i, ln in enumerate(lines) if ln.strip().startswith("dataset "))
+    # each figure's rows, and which arm is the product, in the table itself
+    assert re.split(r"\s{2,}", lines[head].strip())[1:] == [
+        "metric", "baseline (held-out)", "scratch (held-out)", "full = product (held-out)",
+        "gain (95% CI)", "product (dev)"]  # fmt: skip
     assert "gate: FAILED: average full - scratch = 0.5 (needs >= 1.0)" in text
     assert lines[-1] == "published: nothing yet"
 
@@ -80,5 +86,5 @@ def test_a_one_seed_arm_shows_no_spread(tmp_path):
                              "gain_pretraining": {"mean": 21.0, "lo": None, "hi": None}}},
         "average": {}})  # fmt: skip
     row = next(ln for ln in summary.dataset_lines(p) if ln.strip().startswith(first))
-    assert row.split()[3:] == ["24.0", "40.0", "±", "2.5", "61.0", "+21.0"]
+    assert row.split()[2:] == ["24.0", "40.0", "±", "2.5", "61.0", "+21.0", "–"]
     assert "± 0.0" not in "\n".join(summary.dataset_lines(p))

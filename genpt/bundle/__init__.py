@@ -19,7 +19,8 @@ the model card and lineage, as models/NAME/VERSION/ of a local or S3 registry:
 
 manifest.py checks files, stores.py moves bytes (local dir or S3, one client factory in
 genpt/stack/storage.py), registry.py publishes, fetches, resolves `latest` and opens bundles,
-layout.py finds a model inside one.
+layout.py finds a model inside one, inventory.py lists a registry's versions and the objects
+no complete version owns (`genpt registry list` / `gc`).
 """
 
 from genpt.bundle import registry

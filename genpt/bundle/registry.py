@@ -3,8 +3,9 @@
 A store (stores.py) holds models/NAME/VERSION/<files>, models/NAME/VERSION/manifest.json
 and the pointer models/NAME/latest = {"version": VERSION}. Publishing uploads every file,
 then manifest.json (the version exists once it does), then `latest`; a version is
-immutable. A download lands in a temp dir that becomes the destination only once every
-file is verified.
+immutable. A failed upload removes what it sent; what it could not remove (the store went
+away) is found and removed by `genpt registry gc` (inventory.py). A download lands in a
+temp dir that becomes the destination only once every file is verified.
 """
 
 from __future__ import annotations
@@ -52,12 +53,39 @@ def ensure_new(store, name: str, version: str) -> None:
 
 
 def publish(store, name: str, version: str, root: Path, manifest: dict) -> None:
-    """Upload root's listed files, then manifest.json, then `latest`."""
+    """Upload root's listed files, then manifest.json, then `latest`. If any upload up to
+    the manifest fails, what was uploaded is removed again (manifest first), so that no
+    partial version stays behind; if the store cannot be reached for that either, the
+    error says what is left and that `genpt registry gc --delete` removes it."""
     dst = prefix(name, version)
-    for rel in manifest["files"]:
-        store.put_file(f"{dst}/{rel}", root / rel)
-    store.put_bytes(f"{dst}/{MANIFEST}", dumps(manifest))  # the version now exists
+    sent: list[str] = []
+    try:
+        for rel in manifest["files"]:
+            sent.append(f"{dst}/{rel}")  # before the put: a failed put may still land
+            store.put_file(sent[-1], root / rel)
+        sent.append(f"{dst}/{MANIFEST}")
+        store.put_bytes(sent[-1], dumps(manifest))  # the version now exists
+    except BaseException as e:
+        left = rollback(store, sent)
+        if left and isinstance(e, RegistryError):
+            raise RegistryError(
+                f"{e}; {left} object(s) of the partial version are left under "
+                f"{store.uri}/{dst}/ without a manifest (no reader sees them): "
+                "`genpt registry gc --delete` removes them once the store answers"
+            ) from None
+        raise
     store.put_bytes(f"models/{name}/{LATEST}", dumps({"version": version}))
+
+
+def rollback(store, keys: list[str]) -> int:
+    """Delete `keys`, the manifest (the last) first; stops at the first failure (the
+    store is gone: each further key would wait out its retries). How many are left."""
+    for i, key in enumerate(reversed(keys)):
+        try:
+            store.delete(key)
+        except RegistryError:
+            return len(keys) - i
+    return 0
 
 
 def download(store, src: str, dest: Path) -> dict:

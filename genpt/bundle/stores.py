@@ -1,7 +1,8 @@
 """Key-value stores for bundles: a local directory or one S3 bucket (the client of
 genpt/stack/storage.py).
 
-Both offer check, put_file, put_bytes, get_bytes (None if absent) and get_file. S3 calls
+Both offer check, put_file, put_bytes, get_bytes (None if absent), get_file, delete and
+keys (every key under a prefix, with its size and modification time). S3 calls
 retry transient errors with exponential backoff; bad credentials, a missing bucket or an
 unreachable endpoint end in a RegistryError that names the endpoint and bucket, never a
 secret.
@@ -14,6 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from genpt.errors import GenptError
 from genpt.stack import storage
@@ -27,6 +29,12 @@ AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
 
 class RegistryError(GenptError, RuntimeError):
     """The registry refused or could not complete a request; the message says why."""
+
+
+class StoredKey(NamedTuple):
+    key: str
+    bytes: int
+    mtime: float  # seconds since the epoch
 
 
 class LocalStore:
@@ -70,6 +78,21 @@ class LocalStore:
             raise RegistryError(f"{self.root / key}: missing")
         shutil.copyfile(self.root / key, dst)
 
+    def delete(self, key: str) -> None:
+        """Remove a key, and the directories it leaves empty below the root."""
+        path = self.root / key
+        path.unlink(missing_ok=True)
+        for d in path.parents:
+            if d == self.root or not d.is_relative_to(self.root) or any(d.iterdir()):
+                break
+            d.rmdir()
+
+    def keys(self, prefix: str) -> list[StoredKey]:
+        base = self.root / prefix
+        found = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
+        return [StoredKey(p.relative_to(self.root).as_posix(), p.stat().st_size,
+                          p.stat().st_mtime) for p in found]  # fmt: skip
+
 
 class S3Store:
     """One bucket on an S3-compatible endpoint."""
@@ -111,6 +134,23 @@ class S3Store:
 
     def get_file(self, key: str, dst: Path) -> None:
         self._call(lambda: self.client.download_file(self.bucket, key, str(dst)), f"read {key}")
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key), f"delete {key}")
+
+    def keys(self, prefix: str) -> list[StoredKey]:
+        def page(token: str | None):
+            kw = {"ContinuationToken": token} if token else {}
+            return self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, **kw)
+
+        out, token = [], None
+        while True:
+            r = self._call(lambda t=token: page(t), f"list {prefix}")
+            out += [StoredKey(o["Key"], o["Size"], o["LastModified"].timestamp())
+                    for o in r.get("Contents", [])]  # fmt: skip
+            token = r.get("NextContinuationToken")
+            if not r.get("IsTruncated") or not token:
+                return sorted(out)
 
     def _call(self, fn, what: str):
         """Run fn, retrying transient failures with backoff; explain permanent ones."""
