@@ -70,6 +70,47 @@ def closed_loop(call, concurrency: int, seconds: float) -> dict:
             "p99": float(np.percentile(ms, 99)), "errors": errors[0], "wall": wall}  # fmt: skip
 
 
+def http_loop(url: str, make, concurrency: int, seconds: float) -> dict:
+    """Like closed_loop, for HTTP: `concurrency` asyncio clients on one aiohttp session
+    (a thread per client costs the 2 shared cores more than the server does).
+    make(i) -> (path, json body); the answer's JSON goes to make.seen if it has one."""
+    import asyncio
+
+    import aiohttp
+
+    async def run():
+        lat, errors, end = [], [0], time.perf_counter() + seconds
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(url, connector=conn, timeout=timeout) as session:
+
+            async def client(w: int) -> None:
+                i = w
+                while time.perf_counter() < end:
+                    path, body = make(i)
+                    t = time.perf_counter()
+                    try:
+                        async with session.post(path, json=body) as r:
+                            out, status = await r.json(), r.status
+                    except (aiohttp.ClientError, TimeoutError):
+                        status = None
+                    if status == 200:
+                        lat.append(time.perf_counter() - t)
+                        getattr(make, "seen", lambda o: None)(out)
+                    else:
+                        errors[0] += 1
+                    i += concurrency
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client(w) for w in range(concurrency)))
+            wall = time.perf_counter() - t0
+        ms = np.array(lat or [np.nan]) * 1000
+        return {"n": len(lat), "rps": len(lat) / wall, "p50": float(np.percentile(ms, 50)),
+                "p99": float(np.percentile(ms, 99)), "errors": errors[0], "wall": wall}  # fmt: skip
+
+    return asyncio.run(run())
+
+
 def start_server(bundle: str, port: int, extra: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "genpt.cli", "serve", "--bundle", bundle, "--port", str(port),
            *[x for s in extra for x in ("-S", s)]]  # fmt: skip
@@ -105,48 +146,37 @@ def publish_copy(latest: Path) -> str:
 
 
 def reload_run(url: str, latest: Path, model: str, seconds: float) -> None:
-    import httpx
-
-    seen, lock, local = [], threading.Lock(), threading.local()
+    seen, stamp = [], [None, None]
     t0 = time.perf_counter()
 
-    def infer(i: int) -> bool:
-        if not hasattr(local, "c"):
-            local.c = httpx.Client(base_url=url, timeout=120)
-        body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
-                            "data": [ROWS[i % len(ROWS)]]}]}  # fmt: skip
-        r = local.c.post(f"/v2/models/{model}/infer", json=body)
-        if r.status_code != 200:
-            return False
-        with lock:
-            seen.append((time.perf_counter() - t0, r.json()["model_version"]))
-        return True
+    def infer(i: int):
+        return f"/v2/models/{model}/infer", {"inputs": [{"name": "text", "datatype": "BYTES",
+            "shape": [1], "data": [ROWS[i % len(ROWS)]]}]}  # fmt: skip
+
+    infer.seen = lambda out: seen.append((time.perf_counter() - t0, out["model_version"]))
 
     def publisher():
         time.sleep(seconds / 3)
         stamp[0] = time.perf_counter() - t0
         stamp[1] = publish_copy(latest)
 
-    stamp = [None, None]
     threading.Thread(target=publisher).start()
-    res = closed_loop(infer, 8, seconds)
-    seen.sort()
-    versions = [v for _, v in seen]
+    res = http_loop(url, infer, 8, seconds)
+    versions = [v for _, v in seen]  # in completion order
     changes = sum(1 for a, b in zip(versions, versions[1:], strict=False) if a != b)
-    old_last = max(t for t, v in seen if v != stamp[1])
+    old_last = max((t for t, v in seen if v != stamp[1]), default=float("nan"))
     new_first = min((t for t, v in seen if v == stamp[1]), default=float("nan"))
     print(
         f"hot reload at concurrency 8 for {seconds:.0f} s: {res['n']} requests, "
         f"{res['errors']} failed, p50 {res['p50']:.1f} ms, p99 {res['p99']:.1f} ms"
     )
-    print(f"published {stamp[1]} at t={stamp[0]:.1f} s; last old answer at {old_last:.2f} s "
-          f"(completion time), first new at {new_first:.2f} s; version changes in "
-          f"completion order: {changes}")  # fmt: skip
+    print(
+        f"published {stamp[1]} at t={stamp[0]:.1f} s; last old answer at {old_last:.2f} s, "
+        f"first new at {new_first:.2f} s; version changes in completion order: {changes}"
+    )
 
 
 def main() -> None:
-    import httpx
-
     from genpt.bundle import model_dir, open_bundle
     from genpt.stack.seaweedfs import free_ports
     from model.onnx_runtime import OnnxLM, OnnxTaskModel
@@ -175,32 +205,26 @@ def main() -> None:
         if args.reload:
             return reload_run(url, Path(args.bundle), args.model, args.reload)
         rows = []
-        local = threading.local()
 
-        def client():
-            if not hasattr(local, "c"):
-                local.c = httpx.Client(base_url=url, timeout=120)
-            return local.c
-
-        def infer(i: int) -> bool:
-            body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
-                                "data": [ROWS[i % len(ROWS)]]}]}  # fmt: skip
-            return client().post(f"/v2/models/{args.model}/infer", json=body).status_code == 200
+        def infer(i: int):
+            return f"/v2/models/{args.model}/infer", {"inputs": [{"name": "text",
+                "datatype": "BYTES", "shape": [1], "data": [ROWS[i % len(ROWS)]]}]}  # fmt: skip
 
         tokens = [0]
 
-        def complete(i: int) -> bool:
-            body = {"model": "lm", "prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}
-            r = client().post("/v1/completions", json=body)
-            if r.status_code == 200:
-                tokens[0] += r.json()["usage"]["completion_tokens"]
-            return r.status_code == 200
+        def complete(i: int):
+            return "/v1/completions", {"model": "lm", "prompt": PROMPT,
+                                       "max_tokens": args.tokens, "temperature": 0}  # fmt: skip
 
+        def count(out: dict) -> None:
+            tokens[0] += out["usage"]["completion_tokens"]
+
+        complete.seen = count
         for c in args.concurrency:
-            res = closed_loop(infer, c, args.seconds)
+            res = http_loop(url, infer, c, args.seconds)
             rows.append(("server", args.model, c, res, res["rps"]))
             tokens[0] = 0
-            res = closed_loop(complete, c, args.seconds)
+            res = http_loop(url, complete, c, args.seconds)
             rows.append(("server", "lm", c, res, tokens[0] / res["wall"]))
     finally:
         if proc:

@@ -206,6 +206,9 @@ def build(cfg: ServeConfig, state: State):
         return JSONResponse(status_code=503, content={"error": str(exc)})
 
     class Server(RESTServer):
+        def _add_middlewares(self, app):
+            pass  # KServe's only one times each request for a trace log (two getrusage calls)
+
         def _add_exception_handlers(self, app):
             super()._add_exception_handlers(app)
             app.add_exception_handler(InvalidInput, bad_request)  # one line, no traceback
