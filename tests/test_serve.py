@@ -147,15 +147,23 @@ def fits(bundle: Path, name: str, row: dict) -> bool:
     return max(len(s) for s in ex) <= task["max_len"]
 
 
-def test_not_ready_until_a_version_is_loaded(server, store, published):
-    """Live at once; /v2/health/ready 503 while nothing is published, 200 once v1 is loaded
-    and warmed up; then every model of the bundle is listed and ready."""
+@pytest.fixture(scope="module")
+def v1(server, store, published) -> dict:
+    """Waits until the server is live with nothing published, notes the readiness routes,
+    publishes v1 and waits until its models are ready. Returns the statuses before."""
     assert server.wait(lambda: server.status("/v2/health/live") == 200, "live")
     time.sleep(1.0)  # a few polls of an empty store
-    assert server.status("/v2/health/ready") == 503
-    assert server.status("/v2/models/authors/ready") == 404
+    before = {p: server.status(p) for p in ("/v2/health/ready", "/v2/models/authors/ready")}
     publish(store, published, "v1")
-    server.wait(lambda: server.status("/v2/health/ready") == 200, "ready")
+    server.wait(lambda: server.status("/v2/models/authors/ready") == 200, "authors ready")
+    return before
+
+
+def test_not_ready_until_a_version_is_loaded(server, v1):
+    """Live at once; /v2/health/ready 503 while nothing is published, 200 once v1 is loaded
+    and warmed up; then every model of the bundle is listed and ready."""
+    assert v1 == {"/v2/health/ready": 503, "/v2/models/authors/ready": 404}
+    assert server.status("/v2/health/ready") == 200
     models = server.http.get("/v2/models").json()["models"]
     assert sorted(models) == sorted(TASKS)
     for name in TASKS:
@@ -170,7 +178,7 @@ def test_not_ready_until_a_version_is_loaded(server, store, published):
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_infer_equals_genpt_predict(server, published, tiny_export, name, tmp_path):
+def test_infer_equals_genpt_predict(server, v1, published, tiny_export, name, tmp_path):
     """tritonclient's HTTP client (Triton's own OIP v2 client, no genpt code) sends dev rows;
     predictions equal `genpt predict` on the same bundle, logits within 1e-4."""
     import tritonclient.http as triton
@@ -219,7 +227,7 @@ def test_infer_equals_genpt_predict(server, published, tiny_export, name, tmp_pa
         assert labels == tiny_export.dataset(name).labels
 
 
-def test_completion_greedy_equals_genpt_generate(server, published):
+def test_completion_greedy_equals_genpt_generate(server, v1, published):
     """The `openai` package's client; temperature 0 gives `genpt generate --greedy`'s text."""
     from openai import OpenAI
 
@@ -245,7 +253,7 @@ def test_completion_greedy_equals_genpt_generate(server, published):
         assert stop not in c["choices"][0]["text"] and c["choices"][0]["finish_reason"] == "stop"
 
 
-def test_echo_logprobs_equal_the_pytorch_lm(server, tiny_export):
+def test_echo_logprobs_equal_the_pytorch_lm(server, v1, tiny_export):
     """echo + logprobs (max_tokens 0): the prompt's per-token log-probabilities, as an
     evaluation harness scores answers, equal the PyTorch LM's within 1e-4."""
     import torch
@@ -340,7 +348,7 @@ BAD = [  # (method, path, body, status, words the message must hold)
 
 
 @pytest.mark.parametrize("case", BAD, ids=[f"{c[1]}-{c[3]}-{i}" for i, c in enumerate(BAD)])
-def test_bad_request_gets_its_4xx_and_the_next_good_one_works(server, case):
+def test_bad_request_gets_its_4xx_and_the_next_good_one_works(server, v1, case):
     method, path, body, status, words = case
     kw = {"content": body} if isinstance(body, bytes) else {"json": body}
     r = server.http.request(method.upper(), path, **({} if body is None else kw))
@@ -351,7 +359,7 @@ def test_bad_request_gets_its_4xx_and_the_next_good_one_works(server, case):
     assert server.http.post("/v2/models/authors/infer", json=good).status_code == 200
 
 
-def test_hot_reload_under_load_then_a_corrupt_version_is_refused(server, store, published):
+def test_hot_reload_under_load_then_a_corrupt_version_is_refused(server, v1, store, published):
     """v2 published while a client loops: no request fails and model_version changes once,
     v1 -> v2. A v3 with one weight file altered fails verification: one log line, v2 stays."""
     body = infer_body([{"text": "It was the best of times"}], "authors")
@@ -391,7 +399,7 @@ def test_hot_reload_under_load_then_a_corrupt_version_is_refused(server, store, 
     assert weight.split("/")[-1] in server.text()
 
 
-def test_store_stopped_while_serving(server, store):
+def test_store_stopped_while_serving(server, v1, store):
     """S3 down: requests keep succeeding on the loaded version; the outage is logged once.
     Neither S3 key appears in the server's log."""
     from genpt.stack import seaweedfs as stack
