@@ -280,6 +280,33 @@ def predict(
 
 
 @app.command()
+def serve(
+    bundle: Annotated[
+        str | None,
+        typer.Option(
+            help="bundle: dir, registry models/NAME/latest, or s3://BUCKET/models/NAME/VERSION"
+            "|latest (a latest source is polled and hot-reloaded); default: serve.bundle"
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default serve.port)")] = None,
+    params: ParamsOpt = "params.yaml",
+    set_: SetOpt = None,
+) -> None:
+    """Serve a bundle: task models over the Open Inference Protocol v2 (/v2/models/NAME/infer),
+    the LM over OpenAI completions (/v1/completions), health, readiness and /metrics."""
+    from genpt.errors import GenptError
+    from genpt.serving import app as server
+
+    cfg = _params(params, set_).serve
+    cfg = cfg.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
+    src = bundle or cfg.bundle
+    if not src:
+        raise GenptError("no bundle: pass --bundle or set serve.bundle")
+    server.serve(cfg, src)
+
+
+@app.command()
 def pipeline(
     params: Annotated[
         str,

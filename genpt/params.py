@@ -143,6 +143,26 @@ class ExportConfig(Strict):
     triton_max_batch_size: int = Field(32, gt=0)
 
 
+class ServeConfig(Strict):
+    """`genpt serve`: the model server over a bundle (genpt/serving, docs/serving.md)."""
+
+    bundle: str | None = None  # default source: a bundle dir, registry latest or s3://.../latest
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = Field(8080, ge=0, le=65535)  # 0: a free port (printed at start)
+    variant: Literal["fp32", "int8", "fp16"] = "fp32"  # the ONNX file each model runs
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)  # ORT intra-op threads per session (None: all cores)
+    poll_s: float = Field(30.0, gt=0)  # how often a `latest` source is checked for a new version
+    max_backoff_s: float = Field(300.0, gt=0)  # longest wait between polls while S3 is down
+    max_batch_size: int = Field(32, ge=1)  # rows per ONNX Runtime call of a task model
+    max_wait_ms: float = Field(5.0, ge=0)  # how long a lone request waits for company
+    lm_concurrency: int = Field(1, ge=1)  # completions computed at once (the rest queue)
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger requests get 413
+    max_rows: int = Field(256, ge=1)  # rows per infer request
+    max_tokens: int = Field(256, ge=1)  # the most a completion may ask for
+    too_long: Literal["refuse", "truncate"] = "refuse"  # a text over the model's context
+
+
 class ArmConfig(Strict):
     """One arm of the ablation study, compared with the product (`full`, built in: stage
     finetune@NAME). `study.arms.NAME` is a `study@DATASET-NAME` stage. Every arm searches
@@ -239,6 +259,7 @@ class Params(Strict):
     export: ExportConfig = ExportConfig()
     study: StudyConfig = StudyConfig()
     gate: GateConfig = GateConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _rules(self) -> Params:
