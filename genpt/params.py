@@ -151,7 +151,9 @@ class ServeConfig(Strict):
     port: int = Field(8080, ge=0, le=65535)  # 0: a free port (printed at start)
     variant: Literal["fp32", "int8", "fp16"] = "fp32"  # the ONNX file each model runs
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)  # ORT intra-op threads per session (None: all cores)
+    # ORT intra-op threads per session (None: all cores). 1: the HTTP loop keeps a core (on
+    # 2 cores, 2 threads per session made the server 1.7x slower: docs/serving.md)
+    threads: int | None = Field(1, ge=1)
     poll_s: float = Field(30.0, gt=0)  # how often a `latest` source is checked for a new version
     max_backoff_s: float = Field(300.0, gt=0)  # longest wait between polls while S3 is down
     max_batch_size: int = Field(32, ge=1)  # rows per ONNX Runtime call of a task model
