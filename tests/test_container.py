@@ -328,14 +328,15 @@ def stack(image):
     free loopback ports; `down -v` (containers, volumes, network) at the end."""
     from genpt.stack.seaweedfs import free_ports
 
-    s3_port, api_port = free_ports(2)
+    s3_port, api_port, serve_port = free_ports(3)
     project = f"genpt-test-{os.getpid()}"
     keys = {
         "AWS_ACCESS_KEY_ID": "GENPT" + secrets.token_hex(8).upper(),
         "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
     }
     env = {**PODMAN_ENV, **keys, "GENPT_IMAGE": image, "GENPT_COMPOSE_PROJECT": project,
-           "GENPT_S3_PORT": str(s3_port), "GENPT_PREFECT_PORT": str(api_port)}  # fmt: skip
+           "GENPT_S3_PORT": str(s3_port), "GENPT_PREFECT_PORT": str(api_port),
+           "GENPT_SERVE_PORT": str(serve_port)}  # fmt: skip
     c = Compose(env, project, f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{api_port}/api")
     try:
         yield c
