@@ -24,7 +24,7 @@ import torch
 
 from genpt import artifacts, artifacts_check
 from genpt.ingest.loaders import load_split, subsample
-from genpt.params import Params
+from genpt.params import Params, ParamsError
 from model import metrics as M
 from model.finetune import encode, finetune, init_lm, predict
 from model.schema import is_regression, num_labels
@@ -44,8 +44,8 @@ def held_out(params: Params, name: str) -> tuple[list, list]:
     report scores (`study.report_rows`, carved with `study.report_seed`)."""
     rows, n = load_split(params.dataset(name), "train"), params.study.report_rows
     budget = params.finetune_for(name).max_train_examples or 1
-    if len(rows) - n < max(budget, 2):
-        raise ValueError(
+    if len(rows) - n < max(budget, 2):  # a params error, known once the split is read
+        raise ParamsError(
             f"datasets.{name}: train has {len(rows)} rows; study.report_rows={n} leaves "
             f"{len(rows) - n} for a label budget of {budget} (lower one of them)"
         )
@@ -65,7 +65,7 @@ def study_arm(params: Params, name: str, arm_name: str) -> dict:
     """The arm's grid search, runs, baseline and zero-shot scores (study/DATASET/ARM.json)."""
     ds, study = params.dataset(name), params.study
     if arm_name not in study.arms:
-        raise ValueError(f"unknown arm {arm_name!r}; study.arms: {sorted(study.arms)}")
+        raise ParamsError(f"unknown arm {arm_name!r}; study.arms: {sorted(study.arms)}")
     arm = study.arms[arm_name]
     over = {"init": arm.init} | ({} if arm.lm_coef is None else {"lm_coef": arm.lm_coef})
     cfg = params.finetune_for(name).model_copy(update=over)
