@@ -134,15 +134,6 @@ def read_stages(root: str | Path, status: bool = False) -> list[Stage]:
     return stages
 
 
-def warm_up(root: str | Path) -> None:
-    """Load DVC's code and the workspace's stage index once, while Prefect's server boots
-    (about 1 s off a no-op run: the flow's status check then finds them loaded)."""
-    from contextlib import suppress
-
-    with suppress(Exception):  # the flow reports any problem itself
-        read_stages(root)
-
-
 def stale_now(root: Path, names: set[str]) -> set[str]:
     """Those of `names` that DVC says are stale now (`dvc repro` would run them)."""
     from dvc.repo import lock_repo

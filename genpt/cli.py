@@ -347,11 +347,8 @@ def pipeline(
     server = ephemeral_api()  # without an API URL: boots while the flow's code is imported
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.pipeline import StageFailed, WorkspaceBusy, warm_up
+    from flows.pipeline import StageFailed, WorkspaceBusy
     from flows.pipeline import pipeline as flow
-
-    if server:
-        warm_up(path.parent if own else ".")  # while the server boots
 
     if not logs.verbose():  # Prefect's lines stay in its API log; errors are printed below
         logs.console_without("prefect")
