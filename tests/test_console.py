@@ -36,7 +36,7 @@ def test_default_pipeline_prints_a_short_summary_and_a_failing_stage_its_error(
     for line in (
         "stages: ",
         "pre-training: val loss",
-        "datasets (metric × 100; each column names its model and rows",
+        "datasets (metric × 100; held-out: the study's rows, mean ± std over seeds; full is",
         "gate: passed",
     ):
         assert line in out, out
