@@ -6,8 +6,8 @@ so a model that fails it is never published, however publish is called.
 
 Thresholds are `gate:` in params.yaml, in points (metric x 100). A model is blessed when
 - on every dataset, the product (the model being published) beats its trivial baseline
-  (the most common label of its own fine-tuning sample, or a constant score) by more
-  than `min_over_baseline`, read on the lower bound of the 95% paired-bootstrap interval
+  (the best constant on the dev rows scored: their most common label, or a constant
+  score) by more than `min_over_baseline`, read on the lower bound of the 95% paired-bootstrap interval
   of (product - baseline) over the dev rows (eval/NAME/predictions.json, stage
   `evaluate`; model/bootstrap.py, fixed seed): a fixed margin is passed by chance by
   a model that learned nothing (a random STS-B predictor reaches Pearson 0.01 about a

@@ -21,9 +21,11 @@ def run(params: Params) -> dict:
     summary = read_json(artifacts.validate_summary(params)) or {}
     corpus_bytes = (summary.get("corpus") or {}).get("bytes", 0)
     docs = {name: (lambda ds=params.datasets[name]: tt.unlabeled_docs(ds)) for name in texts}
-    once = sum(len(t.encode()) + 2 for rows, _ in texts.values() for t in rows)
-    once += sum(len(t.encode()) + 2 for name in texts for t in docs[name]())
-    times = tt.repeats(cfg.in_domain_share, once, corpus_bytes)
+    times = 1
+    if cfg.in_domain_share:  # the bytes it makes once (the declared files: one more pass)
+        once = sum(len(t.encode()) + 2 for rows, _ in texts.values() for t in rows)
+        once += sum(len(t.encode()) + 2 for name in texts for t in docs[name]())
+        times = tt.repeats(cfg.in_domain_share, once, corpus_bytes)
     manifest = {"enabled": cfg.in_domain, "repeats": times, "corpus_bytes": corpus_bytes,
                 "datasets": {}}  # fmt: skip
     with atomic_dir(artifacts.unlabeled(params)) as d:
