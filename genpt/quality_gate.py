@@ -6,12 +6,12 @@ so a model that fails it is never published, however publish is called.
 
 Thresholds are `gate:` in params.yaml, in points (metric x 100). A model is blessed when
 - on every dataset, the product (the model being published) beats its trivial baseline
-  (the best constant on the dev rows scored: their most common label, or a constant
-  score) by more than `min_over_baseline`, read on the lower bound of the 95% paired-bootstrap interval
-  of (product - baseline) over the dev rows (eval/NAME/predictions.json, stage
-  `evaluate`; model/bootstrap.py, fixed seed): a fixed margin is passed by chance by
-  a model that learned nothing (a random STS-B predictor reaches Pearson 0.01 about a
-  third of the time on 1,498 pairs), an interval's lower bound is not;
+  (the best constant on the dev rows scored: their most common label, or a constant score)
+  by more than `min_over_baseline`, read on the lower bound of the 95% paired-bootstrap
+  interval of (product - baseline) over the dev rows (eval/NAME/predictions.json, stage
+  `evaluate`; model/bootstrap.py, fixed seed): a fixed margin is passed by chance by a
+  model that learned nothing (a random STS-B predictor reaches Pearson 0.01 about a third
+  of the time on 1,498 pairs), an interval's lower bound is not;
 - the lower bound of the 95% interval of the average gain of pre-training (full -
   scratch, the ablation report) exceeds `min_pretraining_gain`; a study without a
   `scratch` arm, or with 1 seed per arm (no interval), fails this check unless it is
