@@ -10,6 +10,11 @@ budget. Neither dev nor the report's held-out rows are read, so choices made her
 epochs, lr) do not leak into the report. Needs
 `artifacts/pretrain/hf` and `artifacts/tokenizer` from the same params. Prints one JSON
 line per run.
+
+`--reported-rows R` with params whose `study.report_rows` is R + P: the pilot split is the
+P held-out rows beyond the R that the report reads. Pre-train with those params, and the
+pilot rows stay out of the in-domain text (stage unlabeled) as the report's rows do: the
+way to compare corpus mixes without scoring rows the LM has read.
 """
 
 from __future__ import annotations
@@ -34,9 +39,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--pilot-rows", type=int, default=800)
     ap.add_argument("--pilot-seed", type=int, default=99, help="which rows form the pilot split")
+    ap.add_argument("--reported-rows", type=int, default=None,
+                    help="R: pilot on the held-out rows beyond the report's first R")  # fmt: skip
     args = ap.parse_args()
     offline.apply()  # before transformers is imported
     from genpt.arms import budget_split, held_out
+    from genpt.ingest.loaders import load_split
+    from genpt.ingest.splits import carve
     from genpt.params import load_params
     from model.finetune import encode, finetune, init_lm
     from model.schema import num_labels
@@ -45,12 +54,17 @@ def main() -> None:
 
     params = load_params(args.params)
     ds = params.dataset(args.dataset)
-    pool = held_out(params, args.dataset).pool  # never the report's held-out rows
+    split = held_out(params, args.dataset)  # never the report's held-out rows
     fit_rows, tune_rows, rest = budget_split(
-        pool, args.budget, params.study.tune_fraction, params.seed
+        split.pool, args.budget, params.study.tune_fraction, params.seed
     )
+    if args.reported_rows is not None:  # the held-out rows beyond the report's
+        key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+        _, reported = carve(load_split(ds, "train"), args.reported_rows, params.study.report_seed)
+        seen = {key(r) for r in reported}
+        rest = [r for r in split.report if key(r) not in seen]
     if len(rest) < args.pilot_rows:
-        raise SystemExit(f"{args.dataset}: only {len(rest)} train rows outside the budget")
+        raise SystemExit(f"{args.dataset}: only {len(rest)} pilot rows")
     pick = np.random.default_rng(args.pilot_seed).permutation(len(rest))[: args.pilot_rows]
 
     pretrained, tok_dir = artifacts.pretrain_hf(params), artifacts.tokenizer(params)
