@@ -111,6 +111,6 @@ def test_every_recipe_is_valid_params():
     assert recipes
     for r in recipes:
         p = load_params(r)
-        assert p.study.all_arms() == ["full", "no_aux", "scratch"], r
+        assert p.study.all_arms()[0] == "full" and "scratch" in p.study.all_arms(), r
     story = load_params(root / "recipes/cpu-hour.yaml").dataset("story_cloze")
     assert story.dev is None and story.holdout == 374
