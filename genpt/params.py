@@ -156,9 +156,12 @@ class ServeConfig(Strict):
     threads: int | None = Field(1, ge=1)
     poll_s: float = Field(30.0, gt=0)  # how often a `latest` source is checked for a new version
     max_backoff_s: float = Field(300.0, gt=0)  # longest wait between polls while S3 is down
-    max_batch_size: int = Field(32, ge=1)  # rows per ONNX Runtime call of a task model
+    # rows per ONNX Runtime call of a task model; under the clients' count, batches alternate
+    # (one runs while the HTTP loop answers the last and reads the next: docs/serving.md)
+    max_batch_size: int = Field(16, ge=1)
     max_wait_ms: float = Field(5.0, ge=0)  # how long a lone request waits for company
-    lm_concurrency: int = Field(1, ge=1)  # completions computed at once (the rest queue)
+    # completions computed at once (the rest queue); 2: one per core here, each on 1 thread
+    lm_concurrency: int = Field(2, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger requests get 413
     max_rows: int = Field(256, ge=1)  # rows per infer request
     max_tokens: int = Field(256, ge=1)  # the most a completion may ask for

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -109,6 +110,48 @@ def test_records_from_tensors():
     )
     assert got == [{"choices": ["a", "b", "c"], "question": "q1"},
                    {"choices": ["d", "e"], "question": "q2"}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"{not json", ["body", "not JSON"]),
+        (b"[1]", ["body", "JSON object"]),
+        (b"{}", ["body.inputs", "required"]),
+        (b'{"inputs": [{"name": "text", "shape": [1], "data": ["x"]}]}',
+         ["body.inputs.0.datatype", "required"]),
+        (b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": ["1"], "data": ["x"]}]}',
+         ["body.inputs.0.shape", "integers"]),
+        (b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1]}]}',
+         ["body.inputs.0.data", "required"]),
+        (b'{"id": 7, "inputs": []}', ["body.id", "string"]),
+        (b'{"inputs": [], "outputs": [{"binary_data": true}]}', ["body.outputs.0", "name"]),
+    ],
+)  # fmt: skip
+def test_a_json_infer_body_is_checked_field_by_field(body, words):
+    """The lean infer route's reading of a JSON body (KServe's pydantic models did it)."""
+    from genpt.serving.protocol import RequestError, infer_request
+
+    with pytest.raises(RequestError) as e:
+        infer_request(body, "authors")
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_a_json_infer_body_becomes_kserves_infer_request():
+    from kserve.protocol.infer_type import InferRequest
+
+    from genpt.serving.protocol import infer_request, records
+
+    text = {"name": "text", "datatype": "bytes", "shape": [2], "data": ["a", "b"]}
+    body = {"id": "r1", "parameters": {"p": 1}, "outputs": [{"name": "logits"}], "inputs": [text]}
+    req = infer_request(json.dumps(body).encode(), "authors")
+    assert isinstance(req, InferRequest)
+    assert (req.id, req.model_name, req.parameters) == ("r1", "authors", {"p": 1})
+    assert [o.name for o in req.request_outputs] == ["logits"]
+    (t,) = req.inputs
+    assert (t.name, t.datatype, t.shape, t.data) == ("text", "BYTES", [2], ["a", "b"])
+    assert records(req, "classification", 8) == [{"text": "a"}, {"text": "b"}]
 
 
 def test_batcher_joins_concurrent_requests_and_keeps_them_apart():

@@ -14,7 +14,9 @@ import time
 import uuid
 
 import numpy as np
+import orjson
 from fastapi import Request  # module level: FastAPI resolves the routes' annotations here
+from starlette.responses import Response
 
 from genpt.params import ServeConfig
 from genpt.serving import protocol
@@ -69,6 +71,7 @@ def build(cfg: ServeConfig, state: State):
     kserve = _kserve()
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from kserve.constants.constants import PredictorProtocol
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
     from kserve.model_server import app
     from kserve.protocol.dataplane import DataPlane
@@ -117,7 +120,7 @@ def build(cfg: ServeConfig, state: State):
             m = runner.model
             try:
                 rows = protocol.records(payload, m.task_type, cfg.max_rows)
-                examples = protocol.encode(m, rows, cfg.too_long)
+                examples = protocol.encode(m, rows, cfg.too_long, runner.tokens)
             except protocol.RequestError as e:
                 raise InvalidInput(str(e)) from None
             logits = np.stack(await runner.batcher.submit(examples))
@@ -127,6 +130,34 @@ def build(cfg: ServeConfig, state: State):
             return InferResponse(response_id=payload.id or str(uuid.uuid4()),
                                  model_name=self.name, infer_outputs=outs,
                                  model_version=version.version)  # fmt: skip
+
+    async def infer(request: Request) -> Response:
+        """POST /v2/models/NAME/infer: KServe's own route (V2Endpoints.infer) without its
+        pydantic round trips (the body into InferenceRequest, the answer into
+        InferenceResponse and through FastAPI's jsonable_encoder): on a small model they
+        were half of the server's time per request. The same DataPlane and KServe Model
+        calls, the same answers."""
+        name = request.path_params["model_name"]
+        # the raw header list (Starlette's Headers mapping scans it once per key)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+        body = await request.body()
+        if not await plane.model_ready(name, True):  # ModelNotFound: 404
+            raise ModelNotReady(name)
+        if BINARY.decode() in headers:  # the binary data extension: KServe decodes it
+            payload, _ = plane.decode(body, headers, PredictorProtocol.REST_V2.value, name)
+        else:  # JSON, whatever the content type says (Triton's client sends none)
+            try:
+                payload = protocol.infer_request(body, name)
+            except protocol.RequestError as e:
+                raise InvalidInput(str(e)) from None
+        response, out_headers = await plane.infer(name, payload, headers)
+        response, more = plane.encode(name, response, headers, {})
+        out_headers.update(more)
+        out_headers.pop("content-length", None)
+        out_headers.pop("content-type", None)
+        if not isinstance(response, bytes):
+            response = orjson.dumps(response)
+        return Response(response, media_type="application/json", headers=out_headers)
 
     def swap(new: Version) -> None:
         old, state.current = state.current, new  # the swap: one assignment
@@ -148,7 +179,7 @@ def build(cfg: ServeConfig, state: State):
             "message": message, "type": "invalid_request_error", "param": param,
             "code": status}})  # fmt: skip
 
-    async def completions(request: Request):
+    async def completions(request: Request) -> Response:
         from pydantic import ValidationError
 
         from genpt.serving.completions import CompletionRequest
@@ -174,7 +205,7 @@ def build(cfg: ServeConfig, state: State):
             except protocol.RequestError as e:
                 return oai_error(400, str(e), str(e).split(":")[0])
         state.metrics.tokens.inc(out["usage"]["completion_tokens"])
-        return out
+        return Response(orjson.dumps(out), media_type="application/json")
 
     async def list_models():
         version = state.current
@@ -183,8 +214,10 @@ def build(cfg: ServeConfig, state: State):
              "version": version.version}]  # fmt: skip
         return {"object": "list", "data": data}
 
-    # before KServe's own routes: its v1 protocol also has GET /v1/models
-    app.add_api_route("/v1/completions", completions, methods=["POST"])
+    # before KServe's own routes: its v1 protocol also has GET /v1/models, and its v2 infer
+    # route is the one `infer` replaces (plain Starlette routes: no FastAPI body parsing)
+    app.add_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
+    app.add_route("/v1/completions", completions, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
 
     async def bad_request(_, exc):
@@ -227,14 +260,7 @@ def build(cfg: ServeConfig, state: State):
         async def __call__(self, scope, receive, send):
             if scope["type"] != "http":
                 return await self.app(scope, receive, send)
-            headers = dict(scope["headers"])
-            if scope["path"].endswith("/infer") and BINARY not in headers:
-                # OIP: a body without the binary-extension header is JSON, whatever its
-                # content type (Triton's client sends none); KServe would read it as bytes
-                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
-                                              if k != b"content-type"]
-                         + [(b"content-type", b"application/json")]}  # fmt: skip
-            size = headers.get(b"content-length", b"0")
+            size = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
             if int(size or 0) > limit:
                 state.metrics.bad.inc()
                 log.warning("413: body of %s bytes; the limit is %d", size.decode(), limit)

@@ -72,6 +72,7 @@ class Source:
 class TaskRunner:
     model: object  # model.onnx_runtime.OnnxTaskModel
     batcher: Batcher
+    tokens: object = None  # genpt.serving.protocol.Tokens over model.tok
 
 
 @dataclass
@@ -106,6 +107,7 @@ def warm_up_task(model) -> None:
 
 def load(source: Source, version: str, cfg: ServeConfig, on_batch=None) -> Version:
     """Download (if remote), verify, load and warm up every model of `version`."""
+    from genpt.serving import protocol
     from genpt.serving.completions import Completer, CompletionRequest
     from model.onnx_runtime import OnnxLM, OnnxTaskModel
 
@@ -130,7 +132,7 @@ def load(source: Source, version: str, cfg: ServeConfig, on_batch=None) -> Versi
             return model.logits(examples)
 
         batcher = Batcher(run, cfg.max_batch_size, cfg.max_wait_ms / 1000, on_batch)
-        out.tasks[d.name] = TaskRunner(model, batcher)
+        out.tasks[d.name] = TaskRunner(model, batcher, protocol.Tokens(model.tok))
     return out
 
 

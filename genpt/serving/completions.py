@@ -135,15 +135,18 @@ class Completer:
                 lps.append(float(lp[nxt]))
                 tops.append(self._top(lp, k) if k else None)
             out.append(nxt)
-            text = self.lm.tok.decode(out, skip_special_tokens=True)
-            cut = min((text.find(s) for s in req.stop or [] if s in text), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-                break
+            if req.stop:  # the text so far, for the stop strings (else decoded once, below)
+                text = self.lm.tok.decode(out, skip_special_tokens=True)
+                cut = min((text.find(s) for s in req.stop if s in text), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                    break
             if step + 1 < req.max_tokens:
                 seq_len += 1
                 logits, past = self._run([nxt], past, seq_len)
                 last = logits[-1]
+        if not req.stop:
+            text = self.lm.tok.decode(out, skip_special_tokens=True)
         prompt_text = prompt if req.echo else ""
         choice = {"index": index, "text": prompt_text + text, "finish_reason": finish,
                   "logprobs": None}  # fmt: skip
