@@ -44,8 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     offline.apply()  # before transformers is imported
     from genpt.arms import budget_split, held_out
-    from genpt.ingest.loaders import load_split
-    from genpt.ingest.splits import carve
+    from genpt.ingest.splits import report_split
     from genpt.params import load_params
     from model.finetune import encode, finetune, init_lm
     from model.schema import num_labels
@@ -60,7 +59,8 @@ def main() -> None:
     )
     if args.reported_rows is not None:  # the held-out rows beyond the report's
         key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
-        _, reported = carve(load_split(ds, "train"), args.reported_rows, params.study.report_seed)
+        study = params.study.model_copy(update={"report_rows": args.reported_rows})
+        _, reported = report_split(params.model_copy(update={"study": study}), args.dataset)
         seen = {key(r) for r in reported}
         rest = [r for r in split.report if key(r) not in seen]
     if len(rest) < args.pilot_rows:
